@@ -46,11 +46,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
         # pydantic puts union-member and validator names into loc; keep only the real keys
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        parts = ([prefix] if prefix else []) + [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        loc = ".".join(parts)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -58,12 +59,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse(cls: type[M], data: dict[str, Any], source: str) -> M:
-    """Validate `data` into `cls`; errors become one ConfigError naming `source` and each key."""
+def parse(cls: type[M], data: dict[str, Any], source: str, prefix: str = "") -> M:
+    """Validate `data` into `cls`; errors become one ConfigError naming `source` and each key
+    (keys under `prefix` when `data` is a section of a larger file)."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, prefix)) from None
 
 
 def parse_value(text: str) -> Any:

@@ -15,7 +15,7 @@ In eval mode a model must not need `batch.complete` and may return no losses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,8 @@ class ModelConfig(StrictModel):
     temperatures, each with a default and a documented range (these are what searches tune)."""
 
     name: str
+    # 'tiny' applies the registered test-sized overrides (explicitly given fields still win)
+    variant: Literal["default", "tiny"] = "default"
 
 
 class MSAModel(nn.Module):
@@ -82,30 +84,48 @@ class MSAModel(nn.Module):
         return False
 
     # ---- input checks, before any computation ----------------------------------------------
-    def check_batch(self, batch: Batch) -> None:
-        b = batch.labels.shape[0] if batch.labels is not None else batch.text.shape[0]
+    def check_batch(self, batch: Batch, _what: str = "batch") -> None:
+        """Raise a ValueError naming the tensor and the expected shape; nothing is computed before.
+
+        In training, a model that needs the complete input gets `batch.complete` checked the same way
+        (same shapes as the incomplete batch)."""
+        if batch.labels is None or batch.labels.dim() != 1:
+            shape = None if batch.labels is None else tuple(batch.labels.shape)
+            raise ValueError(f"{_what}.labels has shape {shape}; expected (B,)")
+        b = batch.labels.shape[0]
         for m in MODALITIES:
             x = batch.features(m)
             want = (b, self.spec.seq_lens[m], self.spec.dims[m])
             if x is None:
-                raise ValueError(f"batch.{m} is missing; the model was built for {m} of shape {want}")
+                raise ValueError(f"{_what}.{m} is missing; the model was built for {m} of shape {want}")
             # sequence length may differ from the training data's (another file); dims may not
-            if x.dim() != 3 or x.shape[0] != b or x.shape[2] != want[2]:
-                raise ValueError(f"batch.{m} has shape {tuple(x.shape)}; expected (B={b}, T, D={want[2]})")
+            if x.dim() != 3 or x.shape[0] != b or x.shape[1] < 1 or x.shape[2] != want[2]:
+                raise ValueError(f"{_what}.{m} has shape {tuple(x.shape)}; expected (B={b}, T>=1, D={want[2]})")
             for mask_name in ("valid", "observed"):
                 mask = getattr(batch, mask_name).get(m)
                 if mask is None:
-                    raise ValueError(f"batch.{mask_name}[{m!r}] is missing; expected a bool mask of shape {(b, x.shape[1])}")
+                    raise ValueError(f"{_what}.{mask_name}[{m!r}] is missing; expected a bool mask of shape {(b, x.shape[1])}")
                 if tuple(mask.shape) != (b, x.shape[1]) or mask.dtype != torch.bool:
                     raise ValueError(
-                        f"batch.{mask_name}[{m!r}] has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
+                        f"{_what}.{mask_name}[{m!r}] has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
                         f"expected torch.bool of shape {(b, x.shape[1])}"
                     )
-        if self.spec.text_ids and getattr(self.config, "text_encoder", "features") == "bert":
-            ids = batch.text_ids
-            if ids is None or ids.dim() != 3 or ids.shape[0] != b or ids.shape[1] != 3:
+        if getattr(self.config, "text_encoder", "features") == "bert":
+            ids, t = batch.text_ids, batch.text.shape[1]
+            if ids is None or ids.dim() != 3 or tuple(ids.shape) != (b, 3, t) or ids.is_floating_point():
                 shape = None if ids is None else tuple(ids.shape)
-                raise ValueError(f"batch.text_ids has shape {shape}; expected (B={b}, 3, T)")
+                raise ValueError(f"{_what}.text_ids has shape {shape}; expected integer ids of shape (B={b}, 3, T={t}) "
+                                 f"(text_encoder is 'bert')")
+        if self.training and self.needs_complete and _what == "batch":
+            c = batch.complete
+            if c is None:
+                raise ValueError(f"batch.complete is missing; {type(self).__name__} needs the complete input in "
+                                 f"training (keep it in the missingness scenario, or switch off the parts that use it)")
+            self.check_batch(c, "batch.complete")
+            for m in MODALITIES:
+                if c.features(m).shape != batch.features(m).shape:
+                    raise ValueError(f"batch.complete.{m} has shape {tuple(c.features(m).shape)}; expected the "
+                                     f"incomplete batch's {tuple(batch.features(m).shape)}")
 
     @staticmethod
     def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -35,21 +35,29 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_entry(name: str) -> Entry:
+def get_entry(name: str, source: str = "model") -> Entry:
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+        raise ConfigError(f"{source}: unknown model {name!r}; registered models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
-def model_config(data: dict[str, Any] | ModelConfig, source: str = "model", tiny: bool = False) -> ModelConfig:
-    """Validate a raw model section ({'name': ..., fields...}) into that model's config class."""
+def model_config(data: dict[str, Any] | ModelConfig, source: str = "model", tiny: bool = False,
+                 prefix: str = "") -> ModelConfig:
+    """Validate a raw model section ({'name': ..., fields...}) into that model's config class.
+
+    `variant: tiny` in the section (or tiny=True) applies the registered tiny overrides under the
+    fields given explicitly.
+    """
     if isinstance(data, ModelConfig):
         return data
     if not isinstance(data, dict) or "name" not in data:
-        raise ConfigError(f"{source}: name: a model section needs a 'name' ({', '.join(list_models())})")
-    entry = get_entry(data["name"])
-    merged = {**entry.tiny, **data} if tiny else dict(data)
-    return parse(entry.config_cls, merged, source)
+        where = f"{prefix}.name" if prefix else "name"
+        raise ConfigError(f"{source}: {where}: a model section needs a 'name' ({', '.join(list_models())})")
+    entry = get_entry(data["name"], f"{source}: {prefix}.name" if prefix else source)
+    if tiny:
+        data = {**data, "variant": "tiny"}
+    merged = {**entry.tiny, **data} if data.get("variant") == "tiny" else dict(data)
+    return parse(entry.config_cls, merged, source, prefix)
 
 
 def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None, *, spec: DataSpec,

@@ -1,0 +1,123 @@
+"""Seconds per training step (forward + backward + AdamW) of every registered model at its default
+size, on MOSI unaligned shapes at batch 64, with text features.
+
+    python benchmarks/bench_step.py [--out bench.json] [--steps 10] [--warmup 3] [--threads 2]
+                                    [--text-encoder features|bert]
+
+Expected on a 2-core CPU: late_fusion ~0.1 s, fsrf and senti_ifusion under 0.5 s each (the goal is
+<= 1 s; LNLN's public code takes ~28 s for the same step). Every model sees the same batch: random
+lengths, ~30% of frames erased (zeroed, masks cleared) and the complete batch attached, so FSRF runs
+both views and Senti-iFusion its complete-input targets. The batch is built here with random tensors,
+not by raymsa.missing, so that the numbers only depend on the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# runnable from a checkout without installing the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raymsa.batch import MODALITIES, UNK_ID, Batch  # noqa: E402
+from raymsa.models import DataSpec, build_model, list_models  # noqa: E402
+
+MOSI = DataSpec(dims={"text": 768, "audio": 5, "vision": 20}, seq_lens={"text": 50, "audio": 375, "vision": 500})
+
+
+def random_batch(spec: DataSpec, b: int, erase: float, seed: int = 0) -> Batch:
+    """Random features (and BERT ids if the spec has them); each sample's length uniform in [1, T]; a
+    fraction `erase` of the valid frames zeroed (erased tokens [UNK]); `complete` holds the same batch
+    before erasure."""
+    g = torch.Generator().manual_seed(seed)
+    feats, valid, observed = {}, {}, {}
+    for m in MODALITIES:
+        t, d = spec.seq_lens[m], spec.dims[m]
+        lengths = torch.randint(1, t + 1, (b,), generator=g)
+        valid[m] = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        observed[m] = valid[m] & (torch.rand(b, t, generator=g) >= erase)  # (B, T)
+        feats[m] = torch.randn(b, t, d, generator=g) * valid[m].unsqueeze(-1)  # (B, T, D)
+    labels = torch.rand(b, generator=g) * 6 - 3
+    ids = ids_erased = None
+    if spec.text_ids:
+        tok = torch.randint(1000, 30000, (b, spec.seq_lens["text"]), generator=g) * valid["text"]
+        ids = torch.stack([tok, valid["text"].long(), torch.zeros_like(tok)], dim=1)  # (B, 3, T)
+        ids_erased = ids.clone()
+        ids_erased[:, 0][valid["text"] & ~observed["text"]] = UNK_ID
+    complete = Batch(**feats, valid=valid, observed=dict(valid), labels=labels, text_ids=ids)
+    erased = {m: feats[m] * observed[m].unsqueeze(-1) for m in MODALITIES}
+    return Batch(**erased, valid=valid, observed=observed, labels=labels, text_ids=ids_erased, complete=complete)
+
+
+class Runner:
+    """One model, its optimizer and the weights of its last stage (the one with every part active)."""
+
+    def __init__(self, name: str, spec: DataSpec, text_encoder: str):
+        torch.manual_seed(0)
+        self.model = build_model(name, {"text_encoder": text_encoder}, spec=spec).train()
+        self.model.set_stage(self.model.stages()[-1].name)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=1e-4)
+        self.weights = self.model.loss_weights()
+        self.params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.times: list[float] = []
+
+    def step(self, batch: Batch) -> float:
+        t0 = time.perf_counter()
+        out = self.model(batch)
+        loss = F.mse_loss(out["pred"], batch.labels) + sum(self.weights[k] * v for k, v in out["losses"].items())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--erase", type=float, default=0.3)
+    ap.add_argument("--text-encoder", choices=["features", "bert"], default="features",
+                    help="'bert': the in-code 2-layer BERT (hidden 128) over token ids instead of features")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    spec = DataSpec(MOSI.dims, MOSI.seq_lens, text_ids=args.text_encoder == "bert")
+    batch = random_batch(spec, args.batch, args.erase)
+    names = ["late_fusion"] + [n for n in list_models() if n != "late_fusion"]
+    runners = {name: Runner(name, spec, args.text_encoder) for name in names}
+    for r in runners.values():
+        for _ in range(args.warmup):
+            r.step(batch)
+    # round-robin, so that load from other processes falls on every model alike
+    for _ in range(args.steps):
+        for r in runners.values():
+            r.times.append(r.step(batch))
+    rows = {name: {"params": r.params, "step_s": statistics.median(r.times)} for name, r in runners.items()}
+    base = rows["late_fusion"]["step_s"]
+    print(f"batch {args.batch}, MOSI unaligned shapes, text {args.text_encoder}, erase {args.erase}, "
+          f"{args.threads} threads, median of {args.steps} round-robin steps after {args.warmup} warm-up")
+    print(f"{'model':<15}{'params':>12}{'step s':>10}{'x late':>9}")
+    for name, r in rows.items():
+        r["ratio_to_late_fusion"] = r["step_s"] / base
+        print(f"{name:<15}{r['params']:>12,}{r['step_s']:>10.3f}{r['ratio_to_late_fusion']:>9.2f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"batch": args.batch, "erase": args.erase, "text_encoder": args.text_encoder, "threads": args.threads, "steps": args.steps,
+                "warmup": args.warmup, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+        args.out.write_text(json.dumps({"config": meta, "models": rows}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""FSRF: Factorization-guided Semantic Recovery for Incomplete Multimodal Sentiment Analysis
+(Liu, Chu, Dong, Zhang, Li, Wang; ICME 2025, arXiv 2510.16086).
+
+Stated by the paper (abstract only, no public code): a de-redundant homogeneous-heterogeneous
+factorization splits each modality into homogeneous (shared across modalities), heterogeneous
+(modality-specific) and noise parts under constraint losses; a distribution-aligned
+self-distillation recovers missing semantics by bidirectional knowledge transfer.
+
+Built from its family (HRLF, CorrKD, UMDF by the same group); everything else is this project's
+design and is listed in docs/models.md:
+
+    Z_m = Enc_m(x_m)[token]                       pooled token per modality       (B, d)
+    H_m = f_H(Z_m)   P_m = f_P^m(Z_m)   N_m = f_N^m(Z_m)   homogeneous (shared head), heterogeneous, noise
+    H̄ = sum_m ι_m H_m / sum_m ι_m                 ι_m = observed fraction of modality m
+    f = [H̄; P_l; P_a; P_v]  ->  multi-scale FC head  ->  ŷ
+    losses: sim (cos distance of H over co-observed pairs), orth (subspace overlap of H/P/N),
+            recon D_m([H_m;P_m;N_m]) -> Z_m(complete), trans D_n([H_m;P_n;N_n]) -> Z_n(complete),
+            noise (squared correlation of N_m with the label),
+            distill KL(p_complete || p_incomplete), distill_rev KL(p_incomplete || p_complete),
+            align KL between the two views' batch similarity distributions, task_complete.
+
+Training runs the complete view and the incomplete view through the same network in one stacked
+batch (self-distillation: one network, two views); evaluation runs the incomplete view only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from raymsa.batch import MODALITIES, Batch
+from raymsa.models.base import DataSpec, MSAModel
+from raymsa.models.encoders import EncoderConfig, ModalityEncoders, mlp
+from raymsa.models.losses import (gaussian_bin_logits, kl_teacher_student, label_correlation,
+                                  pairwise_cosine_distance, relation_kl, subspace_overlap)
+from raymsa.models.registry import register
+
+
+class FSRFConfig(EncoderConfig):
+    name: Literal["fsrf"] = "fsrf"
+    use_factorization: bool = Field(True, description="homogeneous/heterogeneous/noise split and its losses "
+                                    "(sim, orth, recon, trans, noise); off: fuse the pooled tokens directly")
+    use_distill: bool = Field(True, description="prediction self-distillation between the complete and incomplete views")
+    use_align: bool = Field(True, description="representation-distribution alignment between the two views")
+    w_sim: float = Field(0.5, ge=0, le=10, description="cross-modal similarity of homogeneous parts; search [0, 2]")
+    w_orth: float = Field(0.1, ge=0, le=10, description="separation of homogeneous/heterogeneous/noise parts; search [0, 1]")
+    w_recon: float = Field(0.5, ge=0, le=10, description="self reconstruction of the complete pooled token; search [0, 2]")
+    w_trans: float = Field(0.5, ge=0, le=10, description="cross reconstruction (HRLF translation) with swapped "
+                           "homogeneous parts; search [0, 2]")
+    w_noise: float = Field(0.1, ge=0, le=10, description="keeps the label out of the noise part; search [0, 1]")
+    w_distill: float = Field(1.0, ge=0, le=10, description="complete -> incomplete prediction KL; search [0, 2]")
+    w_distill_rev: float = Field(0.1, ge=0, le=10, description="incomplete -> complete prediction KL (the "
+                                 "smaller reverse transfer); search [0, 0.5]")
+    w_align: float = Field(0.5, ge=0, le=10, description="complete -> incomplete representation alignment; search [0, 2]")
+    w_task_complete: float = Field(1.0, ge=0, le=10, description="task loss (MSE) on the complete view; search [0, 1]")
+    tau_distill: float = Field(1.0, gt=0, le=100, description="temperature of the prediction distributions "
+                               "(Gaussian bin logits -(ŷ-c)^2/tau); search log [0.1, 10]")
+    tau_align: float = Field(0.1, gt=0, le=10, description="temperature of the batch similarity softmax; "
+                             "search log [0.02, 1]")
+    distill_bins: int = Field(7, ge=2, le=101, description="sentiment bins the prediction is spread over")
+    score_range: float = Field(3.0, gt=0, le=100, description="labels lie in [-R, R]: 3 for MOSI/MOSEI, 1 for SIMS")
+
+
+TINY = {"d_model": 16, "n_heads": 2, "enc_layers": 1, "ff_mult": 1, "audio_kernel": 4, "audio_stride": 4,
+        "vision_kernel": 4, "vision_stride": 4, "bert_layers": 1, "bert_hidden": 32}
+
+
+def stack_views(a: Batch, b: Batch) -> Batch:
+    """Concatenate two views of the same samples along the batch: one encoder pass serves both."""
+    ids = None if a.text_ids is None or b.text_ids is None else torch.cat([a.text_ids, b.text_ids])
+    return Batch(text=torch.cat([a.text, b.text]), audio=torch.cat([a.audio, b.audio]),
+                 vision=torch.cat([a.vision, b.vision]),
+                 valid={m: torch.cat([a.valid[m], b.valid[m]]) for m in MODALITIES},
+                 observed={m: torch.cat([a.observed[m], b.observed[m]]) for m in MODALITIES},
+                 labels=torch.cat([a.labels, b.labels]), text_ids=ids)
+
+
+class MultiScaleHead(nn.Module):
+    """FC layers narrowing 4d -> 2d -> d; the score reads all three scales (HRLF's multi-scale FC)."""
+
+    def __init__(self, d_in: int, d: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in)
+        self.fc1 = nn.Sequential(nn.Linear(d_in, 2 * d), nn.GELU(), nn.Dropout(dropout))
+        self.fc2 = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(dropout))
+        self.out = nn.Linear(d_in + 3 * d, 1)
+
+    def forward(self, f: Tensor) -> Tensor:
+        f = self.norm(f)  # (B, 4d)
+        h1 = self.fc1(f)  # (B, 2d)
+        h2 = self.fc2(h1)  # (B, d)
+        return self.out(torch.cat([f, h1, h2], dim=-1)).squeeze(-1)  # (B,)
+
+
+@register("fsrf", FSRFConfig, tiny=TINY)
+class FSRF(MSAModel):
+    def __init__(self, config: FSRFConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        d, p = config.d_model, config.dropout
+        self.encoders = ModalityEncoders(config, spec, n_tokens=1)
+        if config.use_factorization:
+            # one homogeneous head for all modalities: the shared semantics live in one space by
+            # construction, and the sim loss only has to align content, not coordinates
+            self.homo = mlp(d, d, d, p)
+            self.hetero = nn.ModuleDict({m: mlp(d, d, d, p) for m in MODALITIES})
+            self.noise = nn.ModuleDict({m: mlp(d, d, d, p) for m in MODALITIES})
+            self.decoder = nn.ModuleDict({m: mlp(3 * d, d, d, p) for m in MODALITIES})
+        self.head = MultiScaleHead(4 * d, d, p)
+        self.register_buffer("centers", torch.linspace(-config.score_range, config.score_range,
+                                                       config.distill_bins), persistent=False)
+
+    @property
+    def needs_complete(self) -> bool:
+        c = self.config
+        return c.use_factorization or c.use_distill or c.use_align
+
+    def loss_weights(self) -> dict[str, float]:
+        c, w = self.config, {}
+        if c.use_factorization:
+            w.update(sim=c.w_sim, orth=c.w_orth, recon=c.w_recon, trans=c.w_trans, noise=c.w_noise)
+        if c.use_distill:
+            w.update(distill=c.w_distill, distill_rev=c.w_distill_rev)
+        if c.use_align:
+            w["align"] = c.w_align
+        if self.needs_complete:
+            w["task_complete"] = c.w_task_complete
+        return w
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        self.check_batch(batch)
+        two_views = self.training and self.needs_complete
+        x = stack_views(batch.complete, batch) if two_views else batch  # complete rows first
+        enc = self.encoders(x)
+        z = {m: enc[m].tokens[:, 0] for m in MODALITIES}  # 3 x (B', d)
+        iota = x.integrity  # (B', 3)
+        if self.config.use_factorization:
+            hom = {m: self.homo(z[m]) for m in MODALITIES}
+            het = {m: self.hetero[m](z[m]) for m in MODALITIES}
+            noi = {m: self.noise[m](z[m]) for m in MODALITIES}
+        else:
+            hom, het, noi = z, z, None
+        # availability-aware: a missing modality's shared semantics come from the observed ones
+        w = iota.unsqueeze(-1)  # (B', 3, 1)
+        h_bar = (torch.stack([hom[m] for m in MODALITIES], 1) * w).sum(1) / w.sum(1).clamp_min(1e-6)  # (B', d)
+        f = torch.cat([h_bar] + [het[m] for m in MODALITIES], dim=-1)  # (B', 4d)
+        pred = self.head(f)  # (B',)
+        if not self.training:
+            return {"pred": pred, "losses": {}}
+
+        losses: dict[str, Tensor] = {}
+        c = self.config
+        if c.use_factorization:
+            losses.update(self._factorization_losses(z, hom, het, noi, iota, x.labels))
+        if two_views:
+            b = batch.size
+            pred_c, pred = pred[:b], pred[b:]
+            if c.use_distill:
+                p_c = gaussian_bin_logits(pred_c, self.centers, c.tau_distill)  # (B, K)
+                p_i = gaussian_bin_logits(pred, self.centers, c.tau_distill)  # (B, K)
+                losses["distill"] = kl_teacher_student(p_c, p_i)
+                losses["distill_rev"] = kl_teacher_student(p_i, p_c)
+            if c.use_align:
+                losses["align"] = relation_kl(f[:b], f[b:], c.tau_align)
+            losses["task_complete"] = F.mse_loss(pred_c, batch.labels)
+        return {"pred": pred, "losses": losses}
+
+    def _factorization_losses(self, z, hom, het, noi, iota, labels) -> dict[str, Tensor]:
+        """On the stacked views [complete; incomplete] (factorization implies two views in training)."""
+        present = (iota > 0).float()  # (2B, 3)
+        sim = pairwise_cosine_distance([hom[m] for m in MODALITIES], present)
+        orth = sum(subspace_overlap(hom[m], het[m]) + subspace_overlap(hom[m], noi[m])
+                   + subspace_overlap(het[m], noi[m]) for m in MODALITIES) / 9
+        noise = sum(label_correlation(noi[m], labels) for m in MODALITIES) / 3
+        b = labels.shape[0] // 2
+        # targets: the complete view's pooled tokens, for both halves; detached, so the encoder
+        # cannot shrink its own targets to meet the decoder
+        target = {m: z[m][:b].detach().repeat(2, 1) for m in MODALITIES}  # (2B, d)
+        recon = sum(F.mse_loss(self.decoder[m](torch.cat([hom[m], het[m], noi[m]], -1)), target[m])
+                    for m in MODALITIES) / 3
+        trans = []
+        for i, src in enumerate(MODALITIES):
+            w = present[:, i]  # only an observed source has homogeneous content worth translating
+            for dst in MODALITIES:
+                if dst != src:
+                    rec = self.decoder[dst](torch.cat([hom[src], het[dst], noi[dst]], -1))  # (2B, d)
+                    err = (rec - target[dst]).pow(2).mean(-1)  # (2B,)
+                    trans.append((err * w).sum() / w.sum().clamp_min(1.0))
+        return {"sim": sim, "orth": orth, "noise": noise, "recon": recon, "trans": torch.stack(trans).mean()}

@@ -1,0 +1,87 @@
+"""Auxiliary losses shared by the models. Each returns an unweighted scalar; the weights live in the
+model configs (they are what the searches tune), the training loop multiplies.
+
+Everything here must stay finite for any batch the missingness module can produce: an empty
+weight sum, a batch of one sample, a constant label column.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EPS = 1e-6
+
+
+def gaussian_bin_logits(score: Tensor, centers: Tensor, tau: float) -> Tensor:
+    """Logits over sentiment bins for a scalar score: -(s - c_k)^2 / tau.
+
+    Turns a regression output into a distribution so that it can be distilled with a temperature;
+    a smaller tau gives a sharper distribution around the score.
+    """
+    return -(score.unsqueeze(-1) - centers) ** 2 / tau  # (B, K)
+
+
+def kl_teacher_student(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """KL(softmax(teacher) || softmax(student)), mean over rows; no gradient into the teacher."""
+    t = F.log_softmax(teacher_logits.detach(), dim=-1)
+    s = F.log_softmax(student_logits, dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
+def label_bins(labels: Tensor, n_bins: int, score_range: float) -> Tensor:
+    """(B,) int64 class of each label: [-R, R] cut into n_bins equal steps, rounded (Acc-7 for R=3,
+    n_bins=7)."""
+    y = labels.clamp(-score_range, score_range)
+    return torch.round((y + score_range) / (2 * score_range) * (n_bins - 1)).long()
+
+
+def pairwise_cosine_distance(parts: list[Tensor], avail: Tensor) -> Tensor:
+    """Mean of 1 - cos(x_m, x_n) over modality pairs observed together in a sample.
+
+    parts: one (B, D) tensor per modality; avail: (B, M) weights (0 for a missing modality), so a
+    missing modality's part is never pulled towards the others by this loss.
+    """
+    total, weight = parts[0].new_zeros(()), parts[0].new_zeros(())
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts)):
+            w = avail[:, i] * avail[:, j]  # (B,)
+            total = total + (w * (1 - F.cosine_similarity(parts[i], parts[j], dim=-1, eps=EPS))).sum()
+            weight = weight + w.sum()
+    return total / weight.clamp_min(1.0)
+
+
+def subspace_overlap(x: Tensor, y: Tensor) -> Tensor:
+    """Soft orthogonality of two sets of batch features (MISA's difference loss): squared Frobenius
+    norm of Xc^T Yc with centred, L2-normalised rows, divided by D^2. 0 when the two parts span
+    orthogonal directions over the batch."""
+    xc = F.normalize(x - x.mean(0, keepdim=True), dim=-1, eps=EPS)  # (B, D)
+    yc = F.normalize(y - y.mean(0, keepdim=True), dim=-1, eps=EPS)  # (B, D)
+    return (xc.t() @ yc).pow(2).sum() / (x.shape[-1] * y.shape[-1])
+
+
+def label_correlation(x: Tensor, labels: Tensor) -> Tensor:
+    """Mean over feature dims of the squared Pearson correlation with the label, over the batch.
+
+    0 when no dimension of x linearly predicts the label; finite for a constant column (the
+    variances are floored)."""
+    xc = x - x.mean(0, keepdim=True)  # (B, D)
+    yc = (labels - labels.mean()).unsqueeze(-1)  # (B, 1)
+    cov = (xc * yc).mean(0)  # (D,)
+    var = xc.pow(2).mean(0) * yc.pow(2).mean()  # (D,)
+    return (cov.pow(2) / (var + EPS)).mean()
+
+
+def relation_kl(teacher: Tensor, student: Tensor, tau: float) -> Tensor:
+    """Align the distributions of two views' representations over the batch: per sample, the
+    softmax over its cosine similarities to the other samples (temperature tau), KL(teacher ||
+    student). Self-similarity is left out, since it is 1 in both views and would dominate."""
+    b = teacher.shape[0]
+    eye = torch.eye(b, dtype=torch.bool, device=teacher.device)
+
+    def logits(f: Tensor) -> Tensor:
+        f = F.normalize(f, dim=-1, eps=EPS)
+        return (f @ f.t() / tau).masked_fill(eye, -1e4)  # (B, B)
+
+    return kl_teacher_student(logits(teacher), logits(student))

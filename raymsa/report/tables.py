@@ -1,0 +1,356 @@
+"""Report tables in the field's formats, and the auto-written summary of measured facts.
+
+Cell format (the field's): accuracies and F1 x100 with 2 decimals, MAE and Corr with 3 decimals,
+"mean ± std" over seeds (population std). A cell resting on fewer seeds than the study ran says so
+with "(n=k)"; a cell without data is "—".
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from raymsa import metrics as M
+from raymsa.report.load import Scenario, StudyResults, level_display, subset_display
+from raymsa.report.render import Table
+from raymsa.report.stats import (COMPLETE, Cube, Stat, cross_cell, level_stats, mean_over_levels,
+                                 subset_average)
+
+# The four curves of every robustness figure and the per-level tables.
+HEADLINE = {
+    "mosi": ("MAE", "Mult_acc_7", "Mult_acc_5", "Non0_F1_score"),
+    "mosei": ("MAE", "Mult_acc_7", "Mult_acc_5", "Non0_F1_score"),
+    "sims": ("MAE", "Mult_acc_5", "Mult_acc_3", "F1_score"),
+}
+# LNLN's headline columns: (header, metrics shown as "a/b" in one cell).
+OVERALL = {
+    "mosi": (("Acc-7", ("Mult_acc_7",)), ("Acc-5", ("Mult_acc_5",)),
+             ("Acc-2 (Non0/Has0)", ("Non0_acc_2", "Has0_acc_2")),
+             ("F1 (Non0/Has0)", ("Non0_F1_score", "Has0_F1_score")), ("MAE", ("MAE",)), ("Corr", ("Corr",))),
+    "sims": (("Acc-5", ("Mult_acc_5",)), ("Acc-3", ("Mult_acc_3",)), ("Acc-2", ("Mult_acc_2",)),
+             ("F1", ("F1_score",)), ("MAE", ("MAE",)), ("Corr", ("Corr",))),
+}
+OVERALL["mosei"] = OVERALL["mosi"]
+# Subset tables (CorrKD/HRLF): weighted F1, then MAE.
+SUBSET_METRICS = {"mosi": ("Non0_F1_score", "MAE"), "mosei": ("Non0_F1_score", "MAE"), "sims": ("F1_score", "MAE")}
+
+DASH = "—"
+
+
+def name(metric: str) -> str:
+    """'Non0_F1_score' -> 'F1 (Non0)' (raymsa.metrics' paper names); unknown keys as they are."""
+    try:
+        return M.metric_label(metric)
+    except KeyError:
+        return metric
+
+
+def is_pct(metric: str) -> bool:
+    """Accuracies and F1 are shown x100; MAE and Corr as they are."""
+    return metric not in ("MAE", "Corr")
+
+
+def unit_name(metric: str) -> str:
+    return f"{name(metric)} (%)" if is_pct(metric) else name(metric)
+
+
+def _scale(metric: str) -> tuple[float, int]:
+    return (100.0, 2) if is_pct(metric) else (1.0, 3)
+
+
+def fmt_value(v: float, metric: str, signed: bool = False) -> str:
+    if v is None or not math.isfinite(v):
+        return DASH
+    k, d = _scale(metric)
+    return f"{v * k:+.{d}f}" if signed else f"{v * k:.{d}f}"
+
+
+def fmt(stat: Stat, metric: str, n_expected: int) -> str:
+    """'72.55 ± 0.41' (x100 for accuracies/F1), '1.046 ± 0.012'; '(n=k)' if fewer seeds."""
+    if not stat.ok:
+        return DASH
+    s = f"{fmt_value(stat.mean, metric)} ± {fmt_value(stat.std, metric)}"
+    return s + (f" (n={stat.n})" if stat.n < n_expected else "")
+
+
+def fmt_pair(stats: list[Stat], metrics: tuple[str, ...], n_expected: int) -> str:
+    """LNLN's paired cell: '72.55/70.94 ± 0.41/0.38'."""
+    if len(stats) == 1:
+        return fmt(stats[0], metrics[0], n_expected)
+    if not any(s.ok for s in stats):
+        return DASH
+    means = "/".join(fmt_value(s.mean, m) for s, m in zip(stats, metrics))
+    stds = "/".join(fmt_value(s.std, m) for s, m in zip(stats, metrics))
+    n = min(s.n for s in stats)
+    return f"{means} ± {stds}" + (f" (n={n})" if n < n_expected else "")
+
+
+def scenario_label(sc: Scenario) -> str:
+    """'intra', or 'hard (intra)' when the name differs from the kind."""
+    return sc.name if sc.name == sc.kind else f"{sc.name} ({sc.kind})"
+
+
+def n_expected(res: StudyResults) -> int:
+    return len(res.study.seeds) or res.results["seed"].nunique()
+
+
+def _models_with(res: StudyResults, cube: Cube, sc: Scenario) -> list[str]:
+    return [m for m in res.study.all_models if cube.has(m, sc.name)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario tables
+# ---------------------------------------------------------------------------------------------
+
+def level_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
+    """LNLN-style: rows = model, columns = each level + Mean (over levels), one table per headline metric."""
+    ne = n_expected(res)
+    out = []
+    for metric in HEADLINE[res.study.dataset]:
+        rows = []
+        for m in _models_with(res, cube, sc):
+            g = cube.grid(m, sc.name, sc.name, metric, sc.levels)
+            cells = [fmt(s, metric, ne) for s in level_stats(g)]
+            rows.append([m, *cells, fmt(mean_over_levels(g), metric, ne)])
+        out.append(Table(
+            title=f"{sc.name}: test {unit_name(metric)} per level, mean ± std over seeds",
+            columns=["Model", *[level_display(lv) for lv in sc.levels], "Mean"], rows=rows))
+    return out
+
+
+def overall_table(res: StudyResults, cube: Cube, sc: Scenario) -> Table:
+    """LNLN's headline format: each metric's mean over levels per seed, then mean ± std over seeds."""
+    ne = n_expected(res)
+    cols = OVERALL[res.study.dataset]
+    rows = []
+    for m in _models_with(res, cube, sc):
+        cells = []
+        for _, metrics in cols:
+            stats = [mean_over_levels(cube.grid(m, sc.name, sc.name, k, sc.levels)) for k in metrics]
+            cells.append(fmt_pair(stats, metrics, ne))
+        rows.append([m, *cells])
+    if len(sc.levels) == 1:
+        over = f"at the single level {level_display(sc.levels[0])}"
+    else:
+        over = (f"mean over the {len(sc.levels)} levels "
+                f"{level_display(sc.levels[0])}…{level_display(sc.levels[-1])}")
+    paired = any(len(ms) > 1 for _, ms in cols)
+    return Table(title=f"{sc.name}: overall = {over}, test",
+                 columns=["Model", *[h for h, _ in cols]], rows=rows,
+                 note="Accuracies and F1 ×100." + (" Paired cells are Non0/Has0." if paired else ""))
+
+
+def subset_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
+    """CorrKD/HRLF-style: the six incomplete subsets, their Avg, then the complete {l,a,v}."""
+    ne = n_expected(res)
+    incomplete = [lv for lv in sc.levels if lv != COMPLETE]
+    complete = [lv for lv in sc.levels if lv == COMPLETE]
+    out = []
+    for metric in SUBSET_METRICS[res.study.dataset]:
+        rows = []
+        for m in _models_with(res, cube, sc):
+            g = cube.grid(m, sc.name, sc.name, metric, tuple(incomplete + complete))
+            st = dict(zip(g.columns, level_stats(g)))
+            rows.append([m, *[fmt(st[lv], metric, ne) for lv in incomplete],
+                         fmt(subset_average(g), metric, ne), *[fmt(st[lv], metric, ne) for lv in complete]])
+        out.append(Table(
+            title=f"{sc.name}: test {unit_name(metric)} per available-modality subset",
+            columns=["Model", *[subset_display(lv) for lv in incomplete], "Avg",
+                     *[subset_display(lv) for lv in complete]],
+            rows=rows, note="Avg = mean of the incomplete subsets (per seed, then over seeds)."))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness summaries
+# ---------------------------------------------------------------------------------------------
+
+def robustness_tables(res: StudyResults, rob: pd.DataFrame) -> list[Table]:
+    ne = n_expected(res)
+    ref = res.study.reference_model
+    out = []
+    for sc in res.study.scenarios:
+        r = rob[rob["scenario"] == sc.name]
+        if r.empty:
+            continue
+        rows = []
+        for metric in HEADLINE[res.study.dataset]:
+            for _, x in r[r["metric"] == metric].iterrows():
+                mol = Stat(x["mean_over_levels"], x["mean_over_levels_std"], int(x["n_seeds"]))
+                auc = Stat(x["auilc"], x["auilc_std"], int(x["n_seeds"]))
+                er = fmt_value(x["effective_robustness"], metric, signed=True)
+                if x["model"] == ref:
+                    er = "0 (reference)"
+                rows.append([unit_name(metric), x["model"], fmt(mol, metric, ne), fmt(auc, metric, ne), er])
+        x_from, x_to = level_display(sc.levels[0]), level_display(sc.levels[-1])
+        out.append(Table(
+            title=f"{sc.name}: robustness summaries over levels {x_from}…{x_to}, test",
+            columns=["Metric", "Model", "Mean over levels", f"AUILC ({x_from}…{x_to})",
+                     f"Eff. robustness vs {ref}" if ref else "Eff. robustness (no reference)"],
+            rows=rows,
+            note="AUILC: trapezoid area over the levels as given (its width is the grid's span, "
+                 "not 0…1). Effective robustness: seed-mean curves, raw sum, sign flipped for MAE; "
+                 "positive = more robust than the reference."))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Search results
+# ---------------------------------------------------------------------------------------------
+
+def _param_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def best_config_tables(res: StudyResults) -> list[Table]:
+    """Per model: rows = scenario, columns = config, objective, trials and every searched parameter."""
+    out = []
+    for m in res.study.all_models:
+        bests = [res.best[(m, sc.name)] for sc in res.study.scenarios if (m, sc.name) in res.best]
+        if not bests:
+            continue
+        keys = sorted({k for b in bests for k in b.params})
+        rows = []
+        for b in bests:
+            obj = f"{fmt_value(b.objective_value, b.objective_metric or 'MAE')}"
+            rows.append([b.scenario, b.config_id, obj, "" if b.n_trials is None else str(b.n_trials),
+                         *[_param_value(b.params[k]) if k in b.params else "" for k in keys]])
+        ob = bests[0]
+        objective = f"{ob.objective_metric} ({ob.objective_mode})".strip()
+        summary = res.study.objective.get("summary", "")
+        out.append(Table(
+            title=f"{m}: best configuration per scenario",
+            columns=["Scenario", "Config", f"Objective {objective}", "Trials", *keys], rows=rows,
+            note=f"Objective: {summary}." if summary else ""))
+    return out
+
+
+def importance_tables(res: StudyResults) -> list[Table]:
+    """Per model: rows = parameter, columns = scenario (Optuna importances; blank where not computed)."""
+    out = []
+    for m in res.study.all_models:
+        bests = [res.best[(m, sc.name)] for sc in res.study.scenarios
+                 if (m, sc.name) in res.best and res.best[(m, sc.name)].importances]
+        if not bests:
+            continue
+        keys = sorted({k for b in bests for k in b.importances},
+                      key=lambda k: -max(b.importances.get(k, 0.0) for b in bests))
+        rows = [[k, *[f"{b.importances[k]:.3f}" if k in b.importances else "" for b in bests]] for k in keys]
+        out.append(Table(title=f"{m}: Optuna parameter importances", columns=["Parameter", *[b.scenario for b in bests]],
+                         rows=rows))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-scenario matrix
+# ---------------------------------------------------------------------------------------------
+
+def cross_matrix(res: StudyResults, cube: Cube, model: str) -> tuple[list[str], list[str], list[list[Stat]]]:
+    """(trained-for scenario names, eval scenario names, Stat cells) for one model; rows without data
+    are dropped."""
+    scs = res.study.scenarios
+    rows, cells = [], []
+    for tr in scs:
+        r = [cross_cell(cube, model, tr.name, ev) for ev in scs]
+        if any(c.ok for c in r):
+            rows.append(tr.name)
+            cells.append(r)
+    return rows, [s.name for s in scs], cells
+
+
+def cross_tables(res: StudyResults, cube: Cube) -> list[Table]:
+    ne = n_expected(res)
+    out = []
+    for m in res.study.all_models:
+        rows, cols, cells = cross_matrix(res, cube, m)
+        if not rows:
+            continue
+        body = [[r, *[fmt(c, "MAE", ne) for c in cr]] for r, cr in zip(rows, cells)]
+        hl = {(i, 1 + cols.index(r)) for i, r in enumerate(rows) if r in cols}
+        out.append(Table(title=f"{m}: test MAE, trained for (rows) × evaluated under (columns)",
+                         columns=["Trained for \\ eval", *cols], rows=body, highlight=hl,
+                         note="Cell: per seed the mean MAE over the eval scenario's levels, then mean ± std "
+                              "over seeds. Diagonal (bold) = the scenario the config was searched for."))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary of measured facts
+# ---------------------------------------------------------------------------------------------
+
+def _compare(label: str, metric: str, stats: dict[str, Stat], ne: int) -> str | None:
+    """'Under X, A has the best ... (v), margin ... over B (v); larger than / within the seed spread.'"""
+    ok = {m: s for m, s in stats.items() if s.ok}
+    if not ok:
+        return None
+    higher = M.METRIC_DIRECTION.get(metric, False)
+    order = sorted(ok, key=lambda m: ok[m].mean, reverse=higher)
+    best = order[0]
+    word = "highest" if higher else "lowest"
+    text = f"{label}: {best} has the {word} {name(metric)} ({fmt(ok[best], metric, ne)})"
+    if len(order) == 1:
+        return text + "; no other model has results to compare."
+    nxt = order[1]
+    margin = abs(ok[best].mean - ok[nxt].mean)
+    spread = max(ok[best].std, ok[nxt].std)
+    text += f", {fmt_value(margin, metric)} {'above' if higher else 'below'} {nxt} ({fmt(ok[nxt], metric, ne)})"
+    if min(ok[best].n, ok[nxt].n) < 2:
+        return text + "; with a single seed there is no seed spread to compare the margin with."
+    verdict = "larger than" if margin > spread else "not larger than"
+    return text + (f"; the margin is {verdict} the larger seed std of the two "
+                   f"({fmt_value(spread, metric)}).")
+
+
+def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame) -> list[str]:
+    st = res.study
+    ne = n_expected(res)
+    facts = []
+    for sc in st.scenarios:
+        models = _models_with(res, cube, sc)
+        if sc.numeric:
+            stats = {m: mean_over_levels(cube.grid(m, sc.name, sc.name, "MAE", sc.levels)) for m in models}
+            f = _compare(f"{scenario_label(sc)}, test MAE mean over levels", "MAE", stats, ne)
+        else:
+            f1 = SUBSET_METRICS[st.dataset][0]
+            stats = {m: subset_average(cube.grid(m, sc.name, sc.name, f1, sc.levels)) for m in models}
+            f = _compare(f"{scenario_label(sc)}, test Avg over incomplete subsets", f1, stats, ne)
+        if f:
+            facts.append(f)
+    ref = st.reference_model
+    if ref and not rob.empty:
+        r = rob[(rob["metric"] == "MAE") & (rob["model"] != ref)]
+        for sname, g in r.groupby("scenario", sort=False):
+            pos = [m for m, v in zip(g["model"], g["effective_robustness"]) if math.isfinite(v) and v > 0]
+            neg = [m for m, v in zip(g["model"], g["effective_robustness"]) if math.isfinite(v) and v <= 0]
+            parts = []
+            if pos:
+                parts.append(f"more robust than {ref} (positive effective robustness): {', '.join(pos)}")
+            if neg:
+                parts.append(f"not more robust (≤ 0): {', '.join(neg)}")
+            if parts:
+                facts.append(f"{sname}, MAE: " + "; ".join(parts) + ".")
+    n_runs = len(st.all_models) * len(st.scenarios) * len(st.seeds)
+    absent = sum(1 for x in res.missing if x.startswith("run ") and ": no results" in x)
+    if absent:
+        facts.append(f"{absent} of {n_runs} expected runs have no results; every number above uses the runs present.")
+    if st.smoke:
+        facts.append("This is a smoke study: tiny data and budgets, the numbers test the pipeline only.")
+    return facts
+
+
+def terminal_table(res: StudyResults, cube: Cube) -> Table:
+    """A short table for the terminal: per model and scenario, test MAE (mean over levels or subset Avg)."""
+    ne = n_expected(res)
+    cols, rows = [], []
+    for sc in res.study.scenarios:
+        cols.append(f"{sc.name} MAE" + (" (Avg)" if not sc.numeric else ""))
+    for m in res.study.all_models:
+        cells = []
+        for sc in res.study.scenarios:
+            g = cube.grid(m, sc.name, sc.name, "MAE", sc.levels)
+            cells.append(fmt(mean_over_levels(g) if sc.numeric else subset_average(g), "MAE", ne))
+        rows.append([m, *cells])
+    return Table(title="", columns=["Model", *cols], rows=rows)

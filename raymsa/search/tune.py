@@ -1,0 +1,194 @@
+"""Ray Tune runs of the training loop: the Optuna search of one (model, scenario), and the retrain of
+its best config with every seed.
+
+A trial with one worker runs the loop directly in the trial process (about a second to start);
+a trial with several workers is a small driver that runs the loop under Ray Train's TorchTrainer
+and relays its reports to Tune (the Train-inside-Tune pattern of Ray 2.60).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from raymsa.search.space import SearchSpace, apply_params, param_importances
+
+# Trials with several Train workers hold this custom resource, not a CPU, for their driver:
+# a CPU-less driver cannot ask for {"CPU": 0}, and a fractional CPU would block trials that fill
+# a node with workers. Every node that may host a driver declares it (ray.init / cluster.yaml).
+DRIVER_RESOURCE = "raymsa_driver"
+METRIC = "best_objective"
+
+
+@dataclass(frozen=True)
+class DataHandle:
+    """Carries the dataset's object-store ref into trials, so every trial (and every Train worker)
+    maps the one copy on its node instead of receiving a private one."""
+
+    ref: ray.ObjectRef
+
+    def get(self):
+        return ray.get(self.ref)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    base: dict[str, Any]  # raw training config every trial starts from
+    final_eval: dict[str, Any] | None = None  # retrain phase: where and how to evaluate on test
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    def for_tune(self):
+        if self.workers == 1:
+            res = {"CPU": self.cpus_per_worker}
+            if self.gpus_per_trial:
+                res["GPU"] = self.gpus_per_trial  # fractional: small trials share a GPU
+            return res
+        return {DRIVER_RESOURCE: 1}
+
+
+def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
+    from raymsa.missing import ScenarioConfig
+    from raymsa.train.config import parse_train_config
+    from raymsa.train.loop import FinalEval, run
+    from raymsa.train.session import TuneSession
+
+    cfg = parse_train_config(apply_params(spec.base, config), "trial config")
+    fe = None
+    if spec.final_eval is not None:
+        meta = {**spec.final_eval["meta"], "seed": cfg.train.seed}
+        out = Path(spec.final_eval["out_dir"].format(seed=cfg.train.seed)) / "eval.csv"
+        fe = FinalEval([ScenarioConfig.model_validate(s) for s in spec.final_eval["scenarios"]], out, meta)
+    if cfg.resources.workers == 1:
+        run(cfg, data.get(), TuneSession(), final_eval=fe, verbose=spec.verbose)
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from raymsa.train.distributed import fit_distributed
+
+        trial_dir = Path(tune.get_context().get_trial_dir())
+        fit_distributed(cfg, data.ref, storage_path=trial_dir, name="train", final_eval=fe,
+                        callbacks=[TuneReportCallback()], verbose=spec.verbose)
+
+
+@dataclass
+class TuneRun:
+    storage: Path  # where Tune keeps its experiments (TensorBoard files live under here)
+    name: str
+    resources: TrialResources
+    max_concurrent: int
+    max_failures: int = 2
+
+    @property
+    def path(self) -> Path:
+        return self.storage / self.name
+
+    def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
+              tune_config: tune.TuneConfig, resume: bool) -> tune.Tuner:
+        trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data),
+                                        self.resources.for_tune())
+        if resume and tune.Tuner.can_restore(str(self.path)):
+            # finished trials stay finished; interrupted ones restart from their last checkpoint
+            return tune.Tuner.restore(str(self.path), trainable, resume_unfinished=True, restart_errored=True)
+        return tune.Tuner(
+            trainable, param_space=param_space or {}, tune_config=tune_config,
+            run_config=tune.RunConfig(
+                name=self.name, storage_path=str(self.storage),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1,
+            ),
+        )
+
+
+def run_search(space: SearchSpace, spec: TrialSpec, data: DataHandle, tr: TuneRun, *, trials: int,
+               startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
+               mode: str, optuna_storage: str | None = None, study_name: str | None = None,
+               resume: bool = False) -> dict[str, Any]:
+    """Optuna (TPE) inside Tune with ASHA on epochs. Returns the best trial and every trial."""
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = None
+    if optuna_storage:
+        storage = optuna.storages.RDBStorage(optuna_storage)
+    searcher = OptunaSearch(
+        space=space.optuna_space(), metric=METRIC, mode=mode,
+        # TPE's default of 10 random start-up trials would make a small search purely random
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
+        storage=storage, study_name=study_name,
+    )
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=mode, max_t=epochs,
+                              grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
+    tuner = tr.tuner(spec, data, tune_config=tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=trials,
+        max_concurrent_trials=tr.max_concurrent), resume=resume)
+    grid = tuner.fit()
+
+    rows, done = [], []
+    for r in grid:
+        params = {k: r.config.get(k) for k in space.params}
+        value = (r.metrics or {}).get(METRIC, math.nan)
+        value = math.nan if value is None else float(value)
+        status = "ERROR" if r.error else "DONE"
+        rows.append({"trial_id": (r.metrics or {}).get("trial_id", Path(r.path).name), "status": status,
+                     "objective": value, "epochs": (r.metrics or {}).get("epoch", 0),
+                     **{f"config/{k}": v for k, v in params.items()}})
+        if not r.error and not math.isnan(value):
+            done.append((params, value))
+    if not done:
+        errors = [str(r.error).splitlines()[-1] for r in grid if r.error][:3]
+        raise RuntimeError(f"search {tr.name}: no trial finished; first errors: {errors}")
+    best_params, best_value = (min if mode == "min" else max)(done, key=lambda pv: pv[1])
+    return {
+        "params": best_params, "value": best_value, "trials": rows,
+        "importances": param_importances(space, done, "minimize" if mode == "min" else "maximize", seed),
+    }
+
+
+def run_seeds(spec: TrialSpec, data: DataHandle, tr: TuneRun, *, params: dict[str, Any], seeds: list[int],
+              resume: bool = False) -> None:
+    """Retrain one config with every seed (a grid of trials); each writes its own eval.csv."""
+    base = apply_params(spec.base, params)
+    spec = TrialSpec(base=base, final_eval=spec.final_eval, verbose=spec.verbose)
+    tuner = tr.tuner(spec, data, param_space={"train.seed": tune.grid_search(list(seeds))},
+                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent), resume=resume)
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error]
+    if errors:
+        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(seeds)} seeds failed: {str(errors[0]).splitlines()[-1]}")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+"""A study file (`studies/*.yaml`), parsed and checked whole before any Ray work starts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml, parse
+from raymsa.missing import ScenarioConfig
+from raymsa.search.space import SearchSpace, load_space
+from raymsa.train.config import DataConfig, LoopConfig, TrainConfig, parse_train_config
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES_DIR = ROOT / "studies"
+SPACES_DIR = ROOT / "search_spaces"
+
+
+class ModelEntry(StrictModel):
+    search_space: str | None = Field(None, description="file in search_spaces/ (or a path); null = no search")
+    config: dict[str, Any] = Field(default_factory=dict, description="model fields other than the defaults")
+
+
+class SearchSettings(StrictModel):
+    trials: int = Field(12, ge=1)
+    startup_trials: int = Field(4, ge=1, description="random trials before TPE models the space")
+    grace_period: int = Field(2, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = Field(0, description="Optuna sampler seed")
+    objective: str = Field("MAE", description="metric whose mean over the validation grid is optimised")
+    optuna_storage: bool = Field(False, description="keep each Optuna study in <study>/optuna.db (optuna-dashboard)")
+
+
+class StudyResources(StrictModel):
+    workers_per_trial: int = Field(1, ge=1, description=">1 runs each trial under Ray Train (DDP)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0, description="fractional values let small trials share a GPU")
+    max_concurrent: int | None = Field(None, ge=1, description="null = as many as the cluster's CPUs allow")
+    amp: bool = False
+
+
+class StudyConfig(StrictModel):
+    name: str
+    description: str | None = None
+    data: DataConfig = DataConfig()
+    models: dict[str, ModelEntry]
+    reference_model: str | None = Field(None, description="a model of `models`, the effective-robustness reference")
+    scenarios: list[ScenarioConfig]
+    train: LoopConfig = LoopConfig()
+    search: SearchSettings = SearchSettings()
+    seeds: list[int] = Field(default_factory=lambda: [1111, 1112, 1113], min_length=1)
+    resources: StudyResources = StudyResources()
+    cross_scenario: bool = Field(True, description="test each scenario's best config under every other scenario")
+    smoke: dict[str, Any] | None = Field(None, description="overlay applied by --smoke")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        if not self.models:
+            raise ValueError("models: a study needs at least one model")
+        if self.reference_model is not None and self.reference_model not in self.models:
+            raise ValueError(f"reference_model: {self.reference_model!r} is not one of models ({', '.join(self.models)})")
+        labels = [s.label for s in self.scenarios]
+        if not labels:
+            raise ValueError("scenarios: a study needs at least one scenario")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"scenarios: labels must be unique, got {labels}; give repeated kinds a name")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: repeated seed in {self.seeds}")
+        return self
+
+    # ---- what each run is built from ---------------------------------------------------------
+    def base_train_config(self, model: str, scenario: ScenarioConfig) -> dict[str, Any]:
+        """The raw training config of one (model, scenario) before search parameters."""
+        res = self.resources
+        return {
+            "model": {"name": model, **copy.deepcopy(self.models[model].config)},
+            "data": self.data.model_dump(mode="json"),
+            "scenario": scenario.model_dump(mode="json", exclude_none=True),
+            "train": {**self.train.model_dump(mode="json"), "select_metric": self.search.objective,
+                      "eval_test": False, "seed": self.seeds[0]},
+            "resources": {"workers": res.workers_per_trial, "cpus_per_worker": res.cpus_per_worker,
+                          "use_gpu": res.gpus_per_trial > 0, "amp": res.amp},
+        }
+
+
+def resolve_path(name: str, folder: Path, what: str, source: str = "") -> Path:
+    """A bare name is looked up in the project's folder ('fsrf_sweep' -> studies/fsrf_sweep.yaml)."""
+    p = Path(name)
+    candidates = [p, p.with_suffix(".yaml")] if p.suffix == "" else [p]
+    candidates += [folder / c.name for c in candidates]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(f"{source}{name}: no such {what} (looked in ., {folder})")
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> tuple[StudyConfig, dict[str, SearchSpace], Path]:
+    """Parse a study and every search space it names, and check each space against the training
+    config it will be applied to. Returns (study, spaces by model, study file)."""
+    path = resolve_path(name, STUDIES_DIR, "study file")
+    raw = load_yaml(path)
+    source = str(path)
+    if smoke:
+        overlay = raw.get("smoke")
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"{source}: smoke: --smoke needs a 'smoke' overlay mapping in the study file")
+        raw = deep_merge(raw, overlay)
+        raw["name"] = f"{raw.get('name', path.stem)}-smoke"
+    apply_overrides(raw, list(overrides), source="--set")
+    study = parse(StudyConfig, raw, source)
+
+    spaces: dict[str, SearchSpace] = {}
+    for model, entry in study.models.items():
+        for scenario in study.scenarios:
+            base = study.base_train_config(model, scenario)
+            parse_train_config(copy.deepcopy(base), f"{source}: models.{model}")
+        if entry.search_space is not None:
+            space_path = resolve_path(entry.search_space, SPACES_DIR, "search space",
+                                      source=f"{source}: models.{model}.search_space: ")
+            space = load_space(space_path)
+            space.validate_against(study.base_train_config(model, study.scenarios[0]), parse_train_config)
+            spaces[model] = space
+    return study, spaces, path
+
+
+def train_config(study: StudyConfig, model: str, scenario: ScenarioConfig, params: dict[str, Any]) -> TrainConfig:
+    from raymsa.search.space import apply_params
+
+    return parse_train_config(apply_params(study.base_train_config(model, scenario), params), "study run")

@@ -1,0 +1,153 @@
+"""The phases of a study, each writing its results atomically so that `--resume` redoes nothing
+that finished and a failure never destroys finished results:
+
+    for each scenario, for each model:
+      1. search    -> search/<model>__<scenario>/best.json, trials.csv   (Optuna in Tune, validation only)
+      2. seeds     -> runs/<model>__<scenario>__seed<S>/eval.csv         (best config retrained per seed,
+                                                                          tested on its grid + every other scenario)
+    3. report      -> report/                                            (raymsa.report, from stored files alone)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raymsa.metrics import METRIC_DIRECTION
+from raymsa.search.space import SearchSpace
+from raymsa.search.tune import (DataHandle, TrialResources, TrialSpec, TuneRun, run_search, run_seeds,
+                                write_csv_atomic, write_json_atomic)
+from raymsa.study.config import StudyConfig
+
+
+def config_id(params: dict[str, Any]) -> str:
+    if not params:
+        return "default"
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class StudyRunner:
+    def __init__(self, study: StudyConfig, spaces: dict[str, SearchSpace], out: Path, *, resume: bool,
+                 log=print):
+        self.study, self.spaces, self.out, self.resume, self.log = study, spaces, out, resume, log
+        res = study.resources
+        self.trial_resources = TrialResources(res.workers_per_trial, res.cpus_per_worker, res.gpus_per_trial)
+        self.data: DataHandle | None = None
+        self.dataset = ""
+        self.data_source = ""
+
+    # ---- layout ---------------------------------------------------------------------------------
+    def search_dir(self, model: str, scenario: str) -> Path:
+        return self.out / "search" / f"{model}__{scenario}"
+
+    def run_dir(self, model: str, scenario: str, seed: int | str) -> Path:
+        return self.out / "runs" / f"{model}__{scenario}__seed{seed}"
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.out / "tune"
+
+    def max_concurrent(self) -> int:
+        if self.study.resources.max_concurrent:
+            return self.study.resources.max_concurrent
+        cpus = ray.cluster_resources().get("CPU", 1)
+        per_trial = self.study.resources.cpus_per_worker * self.study.resources.workers_per_trial
+        return max(1, int(cpus // per_trial))
+
+    # ---- phases ---------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        t0 = time.perf_counter()
+        data = self.study.data.load()
+        self.dataset = self.study.data.dataset or data.dataset
+        self.data_source = data.source
+        # one copy in the object store; trials on a node all map it (see DataHandle)
+        self.data = DataHandle(ray.put(data))
+        self.log(f"[raymsa] data: {data.source} ({self.dataset}, {data.nbytes / 2**20:.0f} MiB) "
+                 f"loaded in {time.perf_counter() - t0:.1f}s and shared through the object store")
+
+    def write_manifest(self) -> None:
+        s = self.study
+        write_json_atomic(self.out / "study.json", {
+            "name": s.name, "dataset": self.dataset, "data_source": self.data_source,
+            "models": list(s.models), "reference_model": s.reference_model, "seeds": s.seeds,
+            "smoke": s.name.endswith("-smoke"),
+            "scenarios": [{"name": sc.label, "kind": sc.kind, "levels": list(sc.levels)} for sc in s.scenarios],
+            "objective": {"metric": s.search.objective,
+                          "mode": "max" if METRIC_DIRECTION[s.search.objective] else "min",
+                          "summary": "mean over the validation grid"},
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "config": s.model_dump(mode="json"),
+        })
+
+    def search(self, model: str, scenario) -> dict[str, Any]:
+        best_path = self.search_dir(model, scenario.label) / "best.json"
+        if best_path.exists():
+            return json.loads(best_path.read_text())
+        s = self.study
+        if model not in self.spaces:
+            best = {"model": model, "scenario": scenario.label, "config_id": "default", "params": {},
+                    "objective": None, "importances": {}, "n_trials": 0}
+            write_json_atomic(best_path, best)
+            return best
+        mode = "max" if METRIC_DIRECTION[s.search.objective] else "min"
+        name = f"search__{model}__{scenario.label}"
+        self.log(f"[raymsa] search {model} under {scenario.label}: {s.search.trials} trials, "
+                 f"{s.train.epochs} epochs max (ASHA), objective valid {s.search.objective} ({mode})")
+        t0 = time.perf_counter()
+        optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
+        found = run_search(
+            self.spaces[model], TrialSpec(base=s.base_train_config(model, scenario)), self.data,
+            TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent()),
+            trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
+            grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
+            seed=s.search.seed, mode=mode, optuna_storage=optuna_url,
+            study_name=f"{s.name}__{model}__{scenario.label}", resume=self.resume)
+        best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"]),
+                "params": found["params"],
+                "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},
+                "importances": found["importances"], "n_trials": len(found["trials"]),
+                "search_seconds": round(time.perf_counter() - t0, 1)}
+        write_csv_atomic(self.search_dir(model, scenario.label) / "trials.csv", found["trials"])
+        write_json_atomic(best_path, best)
+        self.log(f"[raymsa]   best valid {s.search.objective} {found['value']:.4f} with {found['params']} "
+                 f"({best['search_seconds']}s)")
+        return best
+
+    def seeds(self, model: str, scenario, best: dict[str, Any]) -> None:
+        s = self.study
+        todo = [seed for seed in s.seeds if not (self.run_dir(model, scenario.label, seed) / "eval.csv").exists()]
+        if not todo:
+            return
+        eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
+        spec = TrialSpec(
+            base={**s.base_train_config(model, scenario)},
+            final_eval={
+                "scenarios": [sc.model_dump(mode="json", exclude_none=True) for sc in eval_scenarios],
+                "out_dir": str(self.run_dir(model, scenario.label, "{seed}")),
+                "meta": {"model": model, "scenario": scenario.label, "config_id": best["config_id"]},
+            },
+        )
+        self.log(f"[raymsa] retrain {model} for {scenario.label} with seeds {todo} "
+                 f"(config {best['config_id']}), test on {len(eval_scenarios)} scenario grid(s)")
+        t0 = time.perf_counter()
+        run_seeds(spec, self.data, TuneRun(self.tune_dir, f"seeds__{model}__{scenario.label}",
+                                           self.trial_resources, self.max_concurrent()),
+                  params=best["params"], seeds=todo, resume=self.resume)
+        missing = [sd for sd in todo if not (self.run_dir(model, scenario.label, sd) / "eval.csv").exists()]
+        if missing:
+            raise RuntimeError(f"retrain {model} for {scenario.label}: no results for seeds {missing}")
+        self.log(f"[raymsa]   done in {time.perf_counter() - t0:.0f}s")
+
+    def run(self) -> None:
+        self.load_data()
+        self.write_manifest()
+        for scenario in self.study.scenarios:
+            for model in self.study.models:
+                best = self.search(model, scenario)
+                self.seeds(model, scenario, best)

@@ -1,0 +1,100 @@
+"""The config of one training run, parsed once from YAML (+ key=value overrides) into typed objects.
+
+    model:     {name: fsrf, variant: default|tiny, <model fields>}    see docs/models.md
+    data:      {path: null | file.pkl, like: mosi, ...}             null = embedded synthetic default
+    scenario:  {kind: intra, levels: [...], ...}                    see docs/missingness.md
+    train:     {epochs, batch_size, lr, seed, patience, ...}
+    resources: {workers, use_gpu, amp, cpus_per_worker}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SerializeAsAny, field_validator
+
+from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml, parse
+from raymsa.missing import ScenarioConfig
+from raymsa.models import ModelConfig, model_config
+
+
+class DataConfig(StrictModel):
+    path: str | None = Field(None, description="MMSA feature pickle; null = the embedded synthetic default")
+    like: Literal["mosi", "mosei", "sims"] = Field("mosi", description="which dataset the default imitates")
+    synth_seed: int = Field(0, description="seed of the embedded default (a different seed = another dataset)")
+    dataset: Literal["mosi", "mosei", "sims"] | None = Field(
+        None, description="label convention for metrics; null = guessed from the file")
+    max_train: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
+    max_eval: int | None = Field(None, ge=1, description="use only the first N valid/test samples (smoke runs)")
+
+    def load(self):
+        """The MMSAData this section names (the embedded default is generated once and cached)."""
+        from raymsa.data import load_default, load_mmsa
+
+        if self.path is None:
+            return load_default(like=self.like, seed=self.synth_seed)
+        return load_mmsa(self.path, dataset=self.dataset)
+
+
+class LoopConfig(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch; split evenly over workers")
+    eval_batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warm-up, then cosine decay")
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null = off")
+    task_loss: Literal["l1", "mse"] = Field("l1", description="regression loss on the incomplete view")
+    seed: int = Field(1111, description="model init, data order and training masks")
+    eval_mask_seed: int | None = Field(
+        None, description="seed of the fixed evaluation masks; null = the run's seed")
+    select_metric: str = Field("MAE", description="model selection: this metric's mean over the validation grid")
+    patience: int | None = Field(None, ge=1, description="early stopping after N epochs without improvement")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker; null = the worker's CPUs")
+    eval_test: bool = Field(True, description="evaluate the selected checkpoint on test at the end")
+
+
+class ResourcesConfig(StrictModel):
+    workers: int = Field(1, ge=1, description="data-parallel workers; >1 runs under Ray Train (DDP)")
+    use_gpu: bool = False
+    amp: bool = Field(False, description="bf16 autocast (GPU only; ignored on CPU)")
+    cpus_per_worker: float = Field(1, gt=0)
+
+
+class TrainConfig(StrictModel):
+    model: SerializeAsAny[ModelConfig]
+    data: DataConfig = DataConfig()
+    scenario: ScenarioConfig
+    train: LoopConfig = LoopConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_by_name(cls, v: Any) -> Any:
+        # the registry picks the config class from the model's name
+        return model_config(v, source="model") if isinstance(v, dict) else v
+
+    @field_validator("scenario", mode="before")
+    @classmethod
+    def _scenario_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_train_config(data: dict[str, Any], source: str) -> TrainConfig:
+    data = dict(data)
+    if isinstance(data.get("model"), dict):
+        # parsed here, not inside TrainConfig's validator, so errors read 'file: model.key: ...'
+        data["model"] = model_config(data["model"], source=source, prefix="model")
+    return parse(TrainConfig, data, source)
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML file (or nothing) + 'a.b=value' overrides -> validated TrainConfig."""
+    data = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    apply_overrides(data, list(overrides))
+    return parse_train_config(data, source)

@@ -1,0 +1,327 @@
+"""The one training loop. It runs as it is without Ray, as a Ray Train worker (DDP), and inside a
+Ray Tune trial; what differs is only the Session it reports to (raymsa/train/session.py).
+
+Per epoch: draw the scenario's training masks (seeded by (seed, epoch)), follow the model's stage
+schedule, train, evaluate on validation under the scenario's fixed grid, keep the best model by the
+validation objective (never test), checkpoint, maybe stop early. At the end the selected model is
+evaluated on test, and on every scenario the caller asks for.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raymsa.data import MMSAData
+from raymsa.missing import ScenarioConfig, apply_missingness, train_missingness
+from raymsa.models import DataSpec, MSAModel, build_model
+from raymsa.train.batches import SplitTensors, shard_indices
+from raymsa.train.config import TrainConfig
+from raymsa.train.evaluate import GridEvaluator, grid_mean, is_better, level_key, noise_scale, split_seed
+from raymsa.train.session import LocalSession, Session, scratch_dir
+
+REPORTED_METRICS = ("MAE", "Corr", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Non0_F1_score",
+                    "Has0_acc_2", "Has0_F1_score", "Mult_acc_2", "Mult_acc_3", "F1_score")
+EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss: stop rather than train on garbage."""
+
+
+@dataclass
+class FinalEval:
+    """Where and under which scenarios to evaluate the selected model at the end of a run."""
+
+    scenarios: list[ScenarioConfig]
+    out_csv: Path
+    meta: dict[str, Any]  # model, scenario (trained for), seed, config_id
+    split: str = "test"
+
+
+@dataclass
+class RunResult:
+    best_epoch: int
+    best_objective: float
+    valid: dict[str, dict[str, float]]  # level -> metrics of the selected model
+    test: dict[str, dict[str, float]] | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epochs_run: int = 0
+
+
+def stage_for_epoch(stages, epoch: int, epochs: int) -> str:
+    """Stages take consecutive shares of the epochs; each gets at least one when there is room."""
+    bounds, acc = [], 0.0
+    for s in stages:
+        acc += s.fraction
+        bounds.append(acc)
+    total = bounds[-1]
+    for i, s in enumerate(stages):
+        end = round(bounds[i] / total * epochs)
+        end = max(end, min(i + 1, epochs))
+        if epoch < end:
+            return s.name
+    return stages[-1].name
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _device(cfg: TrainConfig, session: Session) -> torch.device:
+    if not cfg.resources.use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("resources.use_gpu is true but no CUDA device is visible to this worker")
+    if session.world_size > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cuda", 0)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def dataset_name(cfg: TrainConfig, data: MMSAData) -> str:
+    return cfg.data.dataset or data.dataset
+
+
+def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
+        final_eval: FinalEval | None = None, verbose: bool = True) -> RunResult:
+    session = session or LocalSession("results/train", resume=False)
+    device = _device(cfg, session)
+    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.resources.cpus_per_worker)))
+    _seed_everything(cfg.train.seed)
+    tc, sc = cfg.train, cfg.scenario
+    ds_name = dataset_name(cfg, data)
+    amp = cfg.resources.amp and device.type == "cuda"
+    main = session.is_main
+    distributed = session.world_size > 1
+
+    # ---- data ---------------------------------------------------------------------------
+    train_t = SplitTensors.from_split(data["train"], cfg.data.max_train)
+    valid_t = SplitTensors.from_split(data["valid"], cfg.data.max_eval)
+    mask_seed = tc.eval_mask_seed if tc.eval_mask_seed is not None else tc.seed
+    scale = noise_scale(train_t) if sc.kind == "noise" else None
+    validator = GridEvaluator(valid_t, sc, split_seed(mask_seed, "valid"), scale=scale) if main else None
+
+    # ---- model, optimiser, schedule -----------------------------------------------------
+    core: MSAModel = build_model(cfg.model.name, cfg.model, spec=DataSpec.from_data(data)).to(device)
+    model: nn.Module = core
+    if distributed:
+        # some parameters sit idle in some stages / ablations, hence find_unused_parameters
+        model = nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    optimizer = torch.optim.AdamW(core.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = len(shard_indices(len(train_t), tc.batch_size, seed=tc.seed, epoch=0,
+                                        rank=session.rank, world=session.world_size))
+    total_steps = steps_per_epoch * tc.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, max(1, int(tc.warmup_fraction * total_steps))))
+    stages = core.stages()
+
+    # ---- resume -------------------------------------------------------------------------
+    start_epoch, best_epoch, best_obj, bad_epochs = 0, -1, None, 0
+    best_valid: dict[str, dict[str, float]] = {}
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = []
+    with session.restored_checkpoint() as ckpt_dir:
+        if ckpt_dir is not None:
+            st = torch.load(Path(ckpt_dir) / "state.pt", map_location=device, weights_only=True)
+            core.load_state_dict(st["model"])
+            optimizer.load_state_dict(st["optimizer"])
+            scheduler.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["torch_rng"])
+            start_epoch, best_epoch, bad_epochs = st["epoch"], st["best_epoch"], st["bad_epochs"]
+            best_obj = st["best_objective"]
+            best_state = st["best_model"]
+            best_valid = json.loads(st["best_valid"])
+            history = json.loads(st["history"])
+            if verbose and main:
+                print(f"[raymsa] resumed from checkpoint after epoch {start_epoch}", flush=True)
+
+    writer = None
+    if main and session.log_dir is not None:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(session.log_dir))
+
+    needs_complete = core.needs_complete
+    train_loss_fn = F.l1_loss if tc.task_loss == "l1" else F.mse_loss
+    select = tc.select_metric
+
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        stage = stage_for_epoch(stages, epoch, tc.epochs)
+        core.set_stage(stage)
+        weights = core.loss_weights()
+        model.train()
+        # masks for the whole split, redrawn each epoch from (seed, epoch): every rank draws the
+        # same ones and uses its own shard of them
+        miss = train_missingness(train_t.valid, sc, tc.seed, epoch)
+        if scale is not None:
+            miss = dataclasses.replace(miss, noise_scale=scale)
+        sums: dict[str, float] = {}
+        n_seen = 0
+        for step, idx in enumerate(shard_indices(len(train_t), tc.batch_size, seed=tc.seed, epoch=epoch,
+                                                 rank=session.rank, world=session.world_size)):
+            batch = apply_missingness(train_t.batch(idx), miss, idx)
+            if not needs_complete:
+                batch.complete = None
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(batch)
+                task = train_loss_fn(out["pred"].float(), batch.labels)
+                total = task
+                for name, value in out["losses"].items():
+                    w = weights.get(name, 0.0)
+                    if w:
+                        total = total + w * value.float()
+            if not torch.isfinite(total):
+                bad = {k: v.item() for k, v in out["losses"].items() if not torch.isfinite(v)}
+                raise NonFiniteLossError(
+                    f"epoch {epoch + 1} step {step + 1}: total loss is {total.item()} "
+                    f"(task {task.item():.4g}; non-finite terms: {bad or 'none'}); stopping the run")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(core.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            b = batch.size
+            n_seen += b
+            sums["loss"] = sums.get("loss", 0.0) + total.item() * b
+            sums["task"] = sums.get("task", 0.0) + task.item() * b
+            for name, value in out["losses"].items():
+                sums[name] = sums.get(name, 0.0) + value.item() * b
+        train_time = time.perf_counter() - t0
+        losses = {k: v / max(1, n_seen) for k, v in sums.items()}
+
+        # ---- validation (rank 0), decision shared with every rank ---------------------------
+        obj = math.nan
+        valid: dict[str, dict[str, float]] = {}
+        if main:
+            valid = validator.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
+            obj = grid_mean(valid, select)
+        if distributed:
+            t = torch.tensor([obj], dtype=torch.float64, device=device)
+            torch.distributed.broadcast(t, src=0)
+            obj = float(t.item())
+        improved = is_better(select, obj, best_obj)
+        if improved:
+            best_obj, best_epoch, bad_epochs = obj, epoch, 0
+            best_valid = valid
+            if main:
+                best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        else:
+            bad_epochs += 1
+        stop = tc.patience is not None and bad_epochs >= tc.patience
+
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1, "stage": stage, "lr": scheduler.get_last_lr()[0],
+            "objective": obj, "best_objective": best_obj if best_obj is not None else math.nan,
+            "best_epoch": best_epoch + 1, "train_time_s": train_time,
+            "train_samples_per_s": n_seen * session.world_size / max(train_time, 1e-9),
+        }
+        metrics.update({f"loss/{k}": v for k, v in losses.items()})
+        if main:
+            for m in REPORTED_METRICS:
+                if valid and m in next(iter(valid.values())):
+                    metrics[f"valid/{m}"] = grid_mean(valid, m)
+            for lv, res in valid.items():
+                metrics[f"valid/{select}@{lv}"] = res[select]
+        history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+
+        if writer is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    writer.add_scalar(k, v, epoch + 1)
+            writer.flush()
+        if verbose and main:
+            terms = " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k not in ("loss",))
+            print(f"epoch {epoch + 1:>3}/{tc.epochs} [{stage}] loss {losses.get('loss', math.nan):.4f} ({terms}) | "
+                  f"valid {select} {obj:.4f}{' *' if improved else '  '} | best ep {best_epoch + 1} | "
+                  f"{train_time:.1f}s", flush=True)
+
+        with scratch_dir() as d:
+            ckpt = None
+            if main:
+                torch.save({
+                    "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch + 1, "best_epoch": best_epoch, "best_objective": best_obj,
+                    "bad_epochs": bad_epochs, "best_model": best_state,
+                    "best_valid": json.dumps(best_valid), "history": json.dumps(history),
+                    "config": json.dumps(cfg.to_dict()),
+                }, d / "state.pt")
+                ckpt = d
+            session.report(metrics, ckpt)
+        if stop:
+            if verbose and main:
+                print(f"[raymsa] early stop: no improvement of valid {select} for {tc.patience} epochs", flush=True)
+            break
+
+    if writer is not None:
+        writer.close()
+
+    # ---- the selected model on test (rank 0) ----------------------------------------------
+    test = None
+    if main and best_state is not None:
+        core.load_state_dict(best_state)
+        if tc.eval_test:
+            test_t = SplitTensors.from_split(data["test"], cfg.data.max_eval)
+            test = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale).evaluate(
+                core, ds_name, tc.eval_batch_size, device, amp)
+            if verbose:
+                print(f"[raymsa] test ({sc.label}, selected epoch {best_epoch + 1}): "
+                      + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
+                                 if m in next(iter(test.values()))), flush=True)
+        if final_eval is not None:
+            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
+
+    return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
+                     valid=best_valid, test=test, history=history, epochs_run=len(history))
+
+
+def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
+                     amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
+    """Tidy rows (EVAL_COLUMNS) of the selected model under every requested scenario, written
+    atomically so a crash never leaves a partial file that looks finished."""
+    tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
+    rows = []
+    for scenario in fe.scenarios:
+        scale = noise_scale(train_t) if scenario.kind == "noise" else None
+        res = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale).evaluate(
+            model, dataset_name(cfg, data), cfg.train.eval_batch_size, device, amp)
+        for level, metrics in res.items():
+            for metric, value in metrics.items():
+                rows.append({**fe.meta, "eval_scenario": scenario.label, "level": level_key(level),
+                             "split": fe.split, "metric": metric, "value": value})
+    fe.out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fe.out_csv.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, fe.out_csv)

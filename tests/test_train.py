@@ -1,0 +1,135 @@
+"""The training loop without Ray: selection on validation, exact resume, loud failures, the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raymsa.config import ConfigError
+from raymsa.models import Stage
+from raymsa.train.batches import shard_indices
+from raymsa.train.config import load_train_config, parse_train_config
+from raymsa.train.loop import NonFiniteLossError, run, stage_for_epoch
+from raymsa.train.session import LocalSession
+
+
+def tiny_config(model="fsrf", epochs=3, **train):
+    return parse_train_config({
+        "model": {"name": model, "variant": "tiny"},
+        "scenario": {"kind": "intra", "levels": [0.0, 0.5]},
+        "train": {"epochs": epochs, "batch_size": 32, "eval_batch_size": 64, "lr": 2e-3, **train},
+    }, "test")
+
+
+def test_run_selects_best_epoch_on_validation(tiny_data, tmp_path):
+    cfg = tiny_config(epochs=4)
+    res = run(cfg, tiny_data, LocalSession(tmp_path, resume=False), verbose=False)
+    objectives = [h["objective"] for h in res.history]
+    assert len(objectives) == 4
+    assert res.best_epoch == int(np.argmin(objectives)) + 1
+    assert res.best_objective == pytest.approx(min(objectives))
+    # the selected model's validation results are those of the best epoch, per level of the grid
+    assert set(res.valid) == {"0", "0.5"}
+    assert np.mean([res.valid[k]["MAE"] for k in res.valid]) == pytest.approx(res.best_objective)
+    assert set(res.test) == {"0", "0.5"} and "Non0_F1_score" in res.test["0"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    assert any(k.startswith("loss/") and k != "loss/loss" for k in json.loads(lines[0]))
+    assert (tmp_path / "checkpoint" / "state.pt").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class CrashAfter(LocalSession):
+    """Dies right after the n-th checkpoint has been written, like a killed process."""
+
+    def __init__(self, run_dir, n, resume):
+        super().__init__(run_dir, resume=resume)
+        self.n, self.seen = n, 0
+
+    def report(self, metrics, checkpoint_dir=None):
+        super().report(metrics, checkpoint_dir)
+        self.seen += 1
+        if self.seen == self.n:
+            raise KeyboardInterrupt("simulated crash")
+
+
+@pytest.mark.parametrize("model", ["senti_ifusion"])  # two stages: the resume crosses the stage boundary
+def test_resume_after_crash_matches_uninterrupted_run(tiny_data, tmp_path, model):
+    cfg = tiny_config(model=model, epochs=4)
+    full = run(cfg, tiny_data, LocalSession(tmp_path / "a", resume=False), verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tiny_data, CrashAfter(tmp_path / "b", 2, resume=False), verbose=False)
+    resumed = run(cfg, tiny_data, LocalSession(tmp_path / "b", resume=True), verbose=False)
+    assert resumed.epochs_run == 4
+    assert [h["objective"] for h in resumed.history] == [h["objective"] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch
+    assert resumed.test == full.test
+    a = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_the_run(tiny_data, tmp_path):
+    data = copy.deepcopy(tiny_data)
+    data["train"].labels[:] = np.inf
+    with pytest.raises(NonFiniteLossError, match="epoch 1 step 1"):
+        run(tiny_config(epochs=1), data, LocalSession(tmp_path), verbose=False)
+
+
+def test_config_refuses_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.epochz: unknown key"):
+        load_train_config(None, ["model.name=fsrf", "scenario=intra", "train.epochz=3"])
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_train_config(None, ["model.name=fsrf", "scenario=intra", "train.lr=-1"])
+    with pytest.raises(ConfigError, match="unknown model 'fsfr'"):
+        load_train_config(None, ["model.name=fsfr", "scenario=intra"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: fsrf, w_nonsense: 1}\nscenario: intra\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: model\.w_nonsense: unknown key"):
+        load_train_config(bad)
+
+
+def test_cli_reports_bad_input_without_traceback(capsys):
+    from raymsa.train.__main__ import main
+
+    assert main(["model.name=fsrf", "scenario=intra", "train.epochz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochz: unknown key" in err and "Traceback" not in err
+    assert main(["model.name=fsrf", "scenario=intra", "data.path=/nonexistent/mosi.pkl"]) == 2
+    assert "/nonexistent/mosi.pkl" in capsys.readouterr().err
+
+
+def test_cli_runs_one_training(tmp_path, capsys, tiny_data, monkeypatch):
+    from raymsa.train import __main__ as cli
+    from raymsa.train.config import DataConfig
+
+    monkeypatch.setattr(DataConfig, "load", lambda self: tiny_data)
+    assert cli.main(["model.name=late_fusion", "model.variant=tiny", "scenario=inter", "train.epochs=2",
+                     "train.batch_size=32", f"--output={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2/2" in out and "test " in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert math.isfinite(summary["summary"]["test"]["MAE"])
+
+
+def test_stage_schedule_gives_each_stage_its_share():
+    stages = [Stage("completion", 0.3), Stage("joint", 0.7)]
+    assert [stage_for_epoch(stages, e, 10) for e in range(10)] == ["completion"] * 3 + ["joint"] * 7
+    assert [stage_for_epoch(stages, e, 2) for e in range(2)] == ["completion", "joint"]
+    assert stage_for_epoch(stages, 0, 1) == "completion"
+
+
+def test_shards_are_disjoint_equal_and_seeded():
+    parts = [shard_indices(100, 32, seed=1, epoch=3, rank=r, world=2) for r in range(2)]
+    assert [len(b) for b in parts[0]] == [len(b) for b in parts[1]]
+    flat = torch.cat([torch.cat(p) for p in parts])
+    assert len(set(flat.tolist())) == len(flat) >= 96
+    again = shard_indices(100, 32, seed=1, epoch=3, rank=0, world=2)
+    assert all(torch.equal(a, b) for a, b in zip(again, parts[0]))
+    other = shard_indices(100, 32, seed=1, epoch=4, rank=0, world=2)
+    assert not torch.equal(other[0], parts[0][0])
