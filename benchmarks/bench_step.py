@@ -113,8 +113,9 @@ def main() -> None:
         print(f"{name:<15}{r['params']:>12,}{r['step_s']:>10.3f}{r['ratio_to_late_fusion']:>9.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"batch": args.batch, "erase": args.erase, "text_encoder": args.text_encoder, "threads": args.threads, "steps": args.steps,
-                "warmup": args.warmup, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+        meta = {"batch": args.batch, "erase": args.erase, "text_encoder": args.text_encoder, "threads": args.threads,
+                "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine()}
         args.out.write_text(json.dumps({"config": meta, "models": rows}, indent=2) + "\n")
         print(f"wrote {args.out}")
 

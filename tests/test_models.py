@@ -24,6 +24,16 @@ BERT_SPEC = DataSpec(dims=SPEC.dims, seq_lens=SPEC.seq_lens, text_ids=True)
 MODELS = list_models()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine two OpenMP threads
+    waiting on each other can make a 20 ms step take seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_batch(spec: DataSpec = SPEC, b: int = 6, *, subset: str = "lav", rate: float = 0.0, mixed: bool = False,
                zero_len: bool = False, seed: int = 0) -> Batch:
     """Random batch with its complete version attached.
@@ -186,10 +196,12 @@ def test_training_without_complete_is_a_clear_error_when_needed(name):
 def test_tiny_step_is_fast(name):
     model = last_stage(tiny(name)).train()
     batch = make_batch(b=8, mixed=True)
-    total_loss(model, batch, model(batch)).backward()  # warm-up
-    t0 = time.perf_counter()
-    total_loss(model, batch, model(batch)).backward()
-    assert time.perf_counter() - t0 < 1.0
+    times = []
+    for _ in range(4):  # the first is a warm-up; the best of the rest discounts other processes' load
+        t0 = time.perf_counter()
+        total_loss(model, batch, model(batch)).backward()
+        times.append(time.perf_counter() - t0)
+    assert min(times[1:]) < 1.0, times
 
 
 # ---- encoder -----------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ class MSAModel(nn.Module):
             for mask_name in ("valid", "observed"):
                 mask = getattr(batch, mask_name).get(m)
                 if mask is None:
-                    raise ValueError(f"{_what}.{mask_name}[{m!r}] is missing; expected a bool mask of shape {(b, x.shape[1])}")
+                    raise ValueError(f"{_what}.{mask_name}[{m!r}] is missing; "
+                                     f"expected a bool mask of shape {(b, x.shape[1])}")
                 if tuple(mask.shape) != (b, x.shape[1]) or mask.dtype != torch.bool:
                     raise ValueError(
                         f"{_what}.{mask_name}[{m!r}] has shape {tuple(mask.shape)} and dtype {mask.dtype}; "

@@ -46,9 +46,11 @@ class EncoderConfig(ModelConfig):
     ff_mult: int = Field(2, ge=1, le=8, description="feed-forward width as a multiple of d_model; search {2, 4}")
     dropout: float = Field(0.1, ge=0.0, le=0.9, description="dropout everywhere; search [0, 0.3]")
     audio_kernel: int = Field(8, ge=1, le=64, description="temporal conv kernel over audio frames (>= stride)")
-    audio_stride: int = Field(8, ge=1, le=64, description="audio shortening factor; MOSI 375 frames -> 47 steps at 8; search {4, 8, 16}")
+    audio_stride: int = Field(8, ge=1, le=64, description="audio shortening factor; MOSI 375 frames -> 47 "
+                              "steps at 8; search {4, 8, 16}")
     vision_kernel: int = Field(8, ge=1, le=64, description="temporal conv kernel over vision frames (>= stride)")
-    vision_stride: int = Field(8, ge=1, le=64, description="vision shortening factor; MOSI 500 frames -> 63 steps at 8; search {4, 8, 16}")
+    vision_stride: int = Field(8, ge=1, le=64, description="vision shortening factor; MOSI 500 frames -> 63 "
+                               "steps at 8; search {4, 8, 16}")
     text_encoder: Literal["features", "bert"] = Field(
         "features", description="'features': precomputed text features -> Linear; 'bert': BertModel over batch.text_ids"
     )

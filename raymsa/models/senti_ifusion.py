@@ -45,7 +45,8 @@ class SentiIFusionConfig(EncoderConfig):
     n_tokens: int = Field(8, ge=1, le=64, description="learned tokens per modality (LNLN: 8); search {4, 8, 16}")
     integrity_hidden: int = Field(64, ge=4, le=1024, description="hidden width of the integrity MLP (LNLN: 128-64-1)")
     completion_layers: int = Field(1, ge=1, le=6, description="cross-attention blocks building each proxy; search {1, 2}")
-    fusion_layers: int = Field(2, ge=1, le=6, description="dominant-modality cross-attention blocks (LNLN: 3); search {1, 2, 3}")
+    fusion_layers: int = Field(2, ge=1, le=6, description="dominant-modality cross-attention blocks (LNLN: 3); "
+                               "search {1, 2, 3}")
     dominant: Literal["soft", "hard"] = Field("soft", description="dominant modality: softmax mix, or argmax "
                                               "with a straight-through gradient")
     use_integrity: bool = Field(True, description="integrity estimation and its loss; off: every ι̂ = 0.5")

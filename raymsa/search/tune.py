@@ -62,11 +62,16 @@ class TrialResources:
 
 
 def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
+    import logging
+
     from raymsa.missing import ScenarioConfig
     from raymsa.train.config import parse_train_config
     from raymsa.train.loop import FinalEval, run
     from raymsa.train.session import TuneSession
 
+    # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     cfg = parse_train_config(apply_params(spec.base, config), "trial config")
     fe = None
     if spec.final_eval is not None:
@@ -85,6 +90,25 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
                         callbacks=[TuneReportCallback()], verbose=spec.verbose)
 
 
+class TrialLines(tune.Callback):
+    """One terminal line per finished trial instead of Tune's per-epoch tables."""
+
+    def __init__(self, name: str, params: list[str]):
+        self.name, self.params = name, params
+
+    def _params(self, trial) -> str:
+        return ", ".join(f"{k.split('.')[-1]}={trial.config[k]:.3g}" if isinstance(trial.config.get(k), float)
+                         else f"{k.split('.')[-1]}={trial.config.get(k)}" for k in self.params)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        r = trial.last_result or {}
+        print(f"[raymsa]   {self.name} {trial.trial_id}: valid {r.get(METRIC, math.nan):.4f} after "
+              f"{r.get('epoch', 0)} epoch(s) ({self._params(trial)})", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"[raymsa]   {self.name} {trial.trial_id}: FAILED ({trial.error_file or 'see Tune logs'})", flush=True)
+
+
 @dataclass
 class TuneRun:
     storage: Path  # where Tune keeps its experiments (TensorBoard files live under here)
@@ -98,7 +122,7 @@ class TuneRun:
         return self.storage / self.name
 
     def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
-              tune_config: tune.TuneConfig, resume: bool) -> tune.Tuner:
+              tune_config: tune.TuneConfig, resume: bool, shown: list[str] = ()) -> tune.Tuner:
         trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data),
                                         self.resources.for_tune())
         if resume and tune.Tuner.can_restore(str(self.path)):
@@ -110,7 +134,7 @@ class TuneRun:
                 name=self.name, storage_path=str(self.storage),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                verbose=0, callbacks=[TrialLines(self.name.split("__")[0], list(shown))],
             ),
         )
 
@@ -137,7 +161,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, data: DataHandle, tr: TuneRu
                               grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
     tuner = tr.tuner(spec, data, tune_config=tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=trials,
-        max_concurrent_trials=tr.max_concurrent), resume=resume)
+        max_concurrent_trials=tr.max_concurrent, reuse_actors=True), resume=resume, shown=list(space.params))
     grid = tuner.fit()
 
     rows, done = [], []
@@ -167,7 +191,8 @@ def run_seeds(spec: TrialSpec, data: DataHandle, tr: TuneRun, *, params: dict[st
     base = apply_params(spec.base, params)
     spec = TrialSpec(base=base, final_eval=spec.final_eval, verbose=spec.verbose)
     tuner = tr.tuner(spec, data, param_space={"train.seed": tune.grid_search(list(seeds))},
-                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent), resume=resume)
+                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=True),
+                     resume=resume, shown=["train.seed"])
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error]
     if errors:

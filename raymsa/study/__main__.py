@@ -9,6 +9,7 @@ every other scenario; then write the report to <storage>/<name>/report/.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -53,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from raymsa.search.tune import DRIVER_RESOURCE
     from raymsa.study.runner import StudyRunner
 
-    # Tune's own progress tables are long; trial lines and our phase lines say enough
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Tune's own progress tables and snapshot warnings are long; our phase and trial lines say enough
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     if args.address:
         ctx = ray.init(address=args.address)

@@ -86,15 +86,13 @@ class StudyRunner:
         })
 
     def search(self, model: str, scenario) -> dict[str, Any]:
+        if model not in self.spaces:
+            # no search: the model's defaults, and no search/ folder (the report's convention)
+            return {"config_id": "default", "params": {}}
         best_path = self.search_dir(model, scenario.label) / "best.json"
         if best_path.exists():
             return json.loads(best_path.read_text())
         s = self.study
-        if model not in self.spaces:
-            best = {"model": model, "scenario": scenario.label, "config_id": "default", "params": {},
-                    "objective": None, "importances": {}, "n_trials": 0}
-            write_json_atomic(best_path, best)
-            return best
         mode = "max" if METRIC_DIRECTION[s.search.objective] else "min"
         name = f"search__{model}__{scenario.label}"
         self.log(f"[raymsa] search {model} under {scenario.label}: {s.search.trials} trials, "
