@@ -4,6 +4,8 @@ model's name.
     out = model(batch)              # batch: raymsa.batch.Batch
     out["pred"]                     # (B,) sentiment score
     out["losses"]                   # {name: scalar tensor}, auxiliary losses, unweighted
+    out["pred_complete"]            # optional (B,): the complete view's prediction in training; the
+                                    #   loop adds its task criterion on it as loss 'task_complete'
     model.loss_weights()            # {name: weight} for the current stage; the loop computes
                                     #   total = task_loss + sum(weight[k] * losses[k])
     model.stages()                  # [Stage(name, fraction of epochs)], followed by the loop

@@ -56,7 +56,7 @@ class FSRFConfig(EncoderConfig):
     w_distill_rev: float = Field(0.1, ge=0, le=10, description="incomplete -> complete prediction KL (the "
                                  "smaller reverse transfer); search [0, 0.5]")
     w_align: float = Field(0.5, ge=0, le=10, description="complete -> incomplete representation alignment; search [0, 2]")
-    w_task_complete: float = Field(1.0, ge=0, le=10, description="task loss (MSE) on the complete view; search [0, 1]")
+    w_task_complete: float = Field(1.0, ge=0, le=10, description="task loss (the run's train.task_loss) on the complete view; search [0, 1]")
     tau_distill: float = Field(1.0, gt=0, le=100, description="temperature of the prediction distributions "
                                "(Gaussian bin logits -(ŷ-c)^2/tau); search log [0.1, 10]")
     tau_align: float = Field(0.1, gt=0, le=10, description="temperature of the batch similarity softmax; "
@@ -165,7 +165,8 @@ class FSRF(MSAModel):
                 losses["distill_rev"] = kl_teacher_student(p_i, p_c)
             if c.use_align:
                 losses["align"] = relation_kl(f[:b], f[b:], c.tau_align)
-            losses["task_complete"] = F.mse_loss(pred_c, batch.labels)
+            # the loop applies its own task criterion to it, so both views train on the same one
+            return {"pred": pred, "pred_complete": pred_c, "losses": losses}
         return {"pred": pred, "losses": losses}
 
     def _factorization_losses(self, z, hom, het, noi, iota, labels) -> dict[str, Tensor]:

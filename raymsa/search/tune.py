@@ -40,9 +40,19 @@ class DataHandle:
 
 
 @dataclass(frozen=True)
+class Job:
+    """One training run a trial may be asked for."""
+
+    base: dict[str, Any]  # raw training config (search parameters are applied on top)
+    final_eval: dict[str, Any] | None = None  # {"scenarios": [...], "out_csv": path, "meta": {...}}
+
+
+@dataclass(frozen=True)
 class TrialSpec:
-    base: dict[str, Any]  # raw training config every trial starts from
-    final_eval: dict[str, Any] | None = None  # retrain phase: where and how to evaluate on test
+    """What the trials of one Tune run train: a search's trials all run job 'search' with their
+    sampled parameters; a retrain's trials each run the job named by their 'job' parameter."""
+
+    jobs: dict[str, Job]
     verbose: bool = False
 
 
@@ -72,12 +82,13 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    cfg = parse_train_config(apply_params(spec.base, config), "trial config")
+    params = dict(config)
+    job = spec.jobs[params.pop("job", "search")]
+    cfg = parse_train_config(apply_params(job.base, params), "trial config")
     fe = None
-    if spec.final_eval is not None:
-        meta = {**spec.final_eval["meta"], "seed": cfg.train.seed}
-        out = Path(spec.final_eval["out_dir"].format(seed=cfg.train.seed)) / "eval.csv"
-        fe = FinalEval([ScenarioConfig.model_validate(s) for s in spec.final_eval["scenarios"]], out, meta)
+    if job.final_eval is not None:
+        fe = FinalEval([ScenarioConfig.model_validate(s) for s in job.final_eval["scenarios"]],
+                       Path(job.final_eval["out_csv"]), dict(job.final_eval["meta"]))
     if cfg.resources.workers == 1:
         run(cfg, data.get(), TuneSession(), final_eval=fe, verbose=spec.verbose)
     else:
@@ -139,7 +150,7 @@ class TuneRun:
         )
 
 
-def run_search(space: SearchSpace, spec: TrialSpec, data: DataHandle, tr: TuneRun, *, trials: int,
+def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
                startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
                mode: str, optuna_storage: str | None = None, study_name: str | None = None,
                resume: bool = False) -> dict[str, Any]:
@@ -159,7 +170,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, data: DataHandle, tr: TuneRu
     )
     scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=mode, max_t=epochs,
                               grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
-    tuner = tr.tuner(spec, data, tune_config=tune.TuneConfig(
+    tuner = tr.tuner(TrialSpec({"search": Job(base)}), data, tune_config=tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=trials,
         max_concurrent_trials=tr.max_concurrent, reuse_actors=True), resume=resume, shown=list(space.params))
     grid = tuner.fit()
@@ -185,18 +196,16 @@ def run_search(space: SearchSpace, spec: TrialSpec, data: DataHandle, tr: TuneRu
     }
 
 
-def run_seeds(spec: TrialSpec, data: DataHandle, tr: TuneRun, *, params: dict[str, Any], seeds: list[int],
-              resume: bool = False) -> None:
-    """Retrain one config with every seed (a grid of trials); each writes its own eval.csv."""
-    base = apply_params(spec.base, params)
-    spec = TrialSpec(base=base, final_eval=spec.final_eval, verbose=spec.verbose)
-    tuner = tr.tuner(spec, data, param_space={"train.seed": tune.grid_search(list(seeds))},
+def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: bool = False) -> None:
+    """Run every job once (a grid of trials, as many at a time as the slots allow); each job's
+    final evaluation writes its own file."""
+    tuner = tr.tuner(TrialSpec(jobs), data, param_space={"job": tune.grid_search(sorted(jobs))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=True),
-                     resume=resume, shown=["train.seed"])
+                     resume=resume, shown=["job"])
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error]
     if errors:
-        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(seeds)} seeds failed: {str(errors[0]).splitlines()[-1]}")
+        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(jobs)} runs failed: {str(errors[0]).splitlines()[-1]}")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

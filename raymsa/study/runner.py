@@ -1,11 +1,12 @@
 """The phases of a study, each writing its results atomically so that `--resume` redoes nothing
 that finished and a failure never destroys finished results:
 
-    for each scenario, for each model:
-      1. search    -> search/<model>__<scenario>/best.json, trials.csv   (Optuna in Tune, validation only)
-      2. seeds     -> runs/<model>__<scenario>__seed<S>/eval.csv         (best config retrained per seed,
-                                                                          tested on its grid + every other scenario)
-    3. report      -> report/                                            (raymsa.report, from stored files alone)
+    1. search, for each scenario and model
+                -> search/<model>__<scenario>/best.json, trials.csv   (Optuna in Tune, validation only)
+    2. retrain, all (model, scenario, seed) runs in one Tune run
+                -> runs/<model>__<scenario>__seed<S>/eval.csv         (best config retrained per seed, tested
+                                                                       on its grid and every other scenario)
+    3. report   -> report/                                            (raymsa.report, from stored files alone)
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import ray
 
 from raymsa.metrics import METRIC_DIRECTION
 from raymsa.search.space import SearchSpace
-from raymsa.search.tune import (DataHandle, TrialResources, TrialSpec, TuneRun, run_search, run_seeds,
-                                write_csv_atomic, write_json_atomic)
+from raymsa.search.space import apply_params
+from raymsa.search.tune import (DataHandle, Job, TrialResources, TuneRun, run_jobs, run_search, write_csv_atomic,
+                                write_json_atomic)
 from raymsa.study.config import StudyConfig
 
 
@@ -100,7 +102,7 @@ class StudyRunner:
         t0 = time.perf_counter()
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
         found = run_search(
-            self.spaces[model], TrialSpec(base=s.base_train_config(model, scenario)), self.data,
+            self.spaces[model], s.base_train_config(model, scenario), self.data,
             TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent()),
             trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
             grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
@@ -117,35 +119,44 @@ class StudyRunner:
                  f"({best['search_seconds']}s)")
         return best
 
-    def seeds(self, model: str, scenario, best: dict[str, Any]) -> None:
+    def retrain_jobs(self, bests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Job]:
+        """Every (model, scenario, seed) run whose eval.csv is not there yet."""
         s = self.study
-        todo = [seed for seed in s.seeds if not (self.run_dir(model, scenario.label, seed) / "eval.csv").exists()]
-        if not todo:
+        jobs = {}
+        for scenario in s.scenarios:
+            eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
+            for model in s.models:
+                best = bests[model, scenario.label]
+                for seed in s.seeds:
+                    out = self.run_dir(model, scenario.label, seed) / "eval.csv"
+                    if out.exists():
+                        continue
+                    base = apply_params(s.base_train_config(model, scenario), {**best["params"], "train.seed": seed})
+                    jobs[f"{model}__{scenario.label}__seed{seed}"] = Job(base, final_eval={
+                        "scenarios": [sc.model_dump(mode="json", exclude_none=True) for sc in eval_scenarios],
+                        "out_csv": str(out),
+                        "meta": {"model": model, "scenario": scenario.label, "seed": seed,
+                                 "config_id": best["config_id"]},
+                    })
+        return jobs
+
+    def retrain(self, bests: dict[tuple[str, str], dict[str, Any]]) -> None:
+        jobs = self.retrain_jobs(bests)
+        if not jobs:
             return
-        eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
-        spec = TrialSpec(
-            base={**s.base_train_config(model, scenario)},
-            final_eval={
-                "scenarios": [sc.model_dump(mode="json", exclude_none=True) for sc in eval_scenarios],
-                "out_dir": str(self.run_dir(model, scenario.label, "{seed}")),
-                "meta": {"model": model, "scenario": scenario.label, "config_id": best["config_id"]},
-            },
-        )
-        self.log(f"[raymsa] retrain {model} for {scenario.label} with seeds {todo} "
-                 f"(config {best['config_id']}), test on {len(eval_scenarios)} scenario grid(s)")
+        self.log(f"[raymsa] retrain: {len(jobs)} runs (best config of each model and scenario x seeds "
+                 f"{self.study.seeds}), each tested on {'every scenario' if self.study.cross_scenario else 'its scenario'}")
         t0 = time.perf_counter()
-        run_seeds(spec, self.data, TuneRun(self.tune_dir, f"seeds__{model}__{scenario.label}",
-                                           self.trial_resources, self.max_concurrent()),
-                  params=best["params"], seeds=todo, resume=self.resume)
-        missing = [sd for sd in todo if not (self.run_dir(model, scenario.label, sd) / "eval.csv").exists()]
+        run_jobs(jobs, self.data, TuneRun(self.tune_dir, "retrain", self.trial_resources, self.max_concurrent()),
+                 resume=self.resume)
+        missing = [name for name in jobs if not Path(jobs[name].final_eval["out_csv"]).exists()]
         if missing:
-            raise RuntimeError(f"retrain {model} for {scenario.label}: no results for seeds {missing}")
-        self.log(f"[raymsa]   done in {time.perf_counter() - t0:.0f}s")
+            raise RuntimeError(f"retrain: no results for {missing}")
+        self.log(f"[raymsa]   retrain done in {time.perf_counter() - t0:.0f}s")
 
     def run(self) -> None:
         self.load_data()
         self.write_manifest()
-        for scenario in self.study.scenarios:
-            for model in self.study.models:
-                best = self.search(model, scenario)
-                self.seeds(model, scenario, best)
+        bests = {(model, scenario.label): self.search(model, scenario)
+                 for scenario in self.study.scenarios for model in self.study.models}
+        self.retrain(bests)

@@ -143,6 +143,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
 
     # ---- resume -------------------------------------------------------------------------
     start_epoch, best_epoch, best_obj, bad_epochs = 0, -1, None, 0
+    best_stage = stages[-1].name  # the stage the selected weights were trained in: their forward path
     best_valid: dict[str, dict[str, float]] = {}
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = []
@@ -154,7 +155,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             scheduler.load_state_dict(st["scheduler"])
             torch.set_rng_state(st["torch_rng"])
             start_epoch, best_epoch, bad_epochs = st["epoch"], st["best_epoch"], st["bad_epochs"]
-            best_obj = st["best_objective"]
+            best_obj, best_stage = st["best_objective"], st["best_stage"]
             best_state = st["best_model"]
             best_valid = json.loads(st["best_valid"])
             history = json.loads(st["history"])
@@ -193,6 +194,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(batch)
                 task = train_loss_fn(out["pred"].float(), batch.labels)
+                if "pred_complete" in out:
+                    out["losses"]["task_complete"] = train_loss_fn(out["pred_complete"].float(), batch.labels)
                 total = task
                 for name, value in out["losses"].items():
                     w = weights.get(name, 0.0)
@@ -231,7 +234,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         improved = is_better(select, obj, best_obj)
         if improved:
             best_obj, best_epoch, bad_epochs = obj, epoch, 0
-            best_valid = valid
+            best_valid, best_stage = valid, stage
             if main:
                 best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
         else:
@@ -271,7 +274,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                     "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "epoch": epoch + 1, "best_epoch": best_epoch, "best_objective": best_obj,
-                    "bad_epochs": bad_epochs, "best_model": best_state,
+                    "bad_epochs": bad_epochs, "best_model": best_state, "best_stage": best_stage,
                     "best_valid": json.dumps(best_valid), "history": json.dumps(history),
                     "config": json.dumps(cfg.to_dict()),
                 }, d / "state.pt")
@@ -289,6 +292,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
     test = None
     if main and best_state is not None:
         core.load_state_dict(best_state)
+        core.set_stage(best_stage)
         if tc.eval_test:
             test_t = SplitTensors.from_split(data["test"], cfg.data.max_eval)
             test = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale).evaluate(
