@@ -28,7 +28,11 @@ def ray_cluster(tmp_path_factory):
 
     if ray.is_initialized():
         ray.shutdown()
+    # workers must import functions defined in test modules (e.g. fault-injecting Train workers)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    pythonpath = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=True, resources={DRIVER_RESOURCE: 100},
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), configure_logging=False)
+             _temp_dir=str(tmp_path_factory.mktemp("ray")), configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     yield ray
     ray.shutdown()

@@ -20,6 +20,7 @@ import ray
 from ray import tune
 
 from raymsa.search.space import SearchSpace, apply_params, param_importances
+from raymsa.train.session import TuneSession
 
 # Trials with several Train workers hold this custom resource, not a CPU, for their driver:
 # a CPU-less driver cannot ask for {"CPU": 0}, and a fractional CPU would block trials that fill
@@ -71,13 +72,24 @@ class TrialResources:
         return {DRIVER_RESOURCE: 1}
 
 
-def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
+class _TrialSession(TuneSession):
+    """TuneSession that also reports the id of the Ray node running the trial: result.json then shows
+    where each epoch ran, also across a retry on another node (node_ip does not tell apart nodes
+    that share a machine)."""
+
+    def __init__(self):
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        super().report({**metrics, "node_id": self.node_id}, checkpoint_dir)
+
+
+def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str | None = None) -> None:
     import logging
 
     from raymsa.missing import ScenarioConfig
     from raymsa.train.config import parse_train_config
     from raymsa.train.loop import FinalEval, run
-    from raymsa.train.session import TuneSession
 
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -90,14 +102,20 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle) -> None:
         fe = FinalEval([ScenarioConfig.model_validate(s) for s in job.final_eval["scenarios"]],
                        Path(job.final_eval["out_csv"]), dict(job.final_eval["meta"]))
     if cfg.resources.workers == 1:
-        run(cfg, data.get(), TuneSession(), final_eval=fe, verbose=spec.verbose)
+        run(cfg, data.get(), _TrialSession(), final_eval=fe, verbose=spec.verbose)
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from raymsa.train.distributed import fit_distributed
 
-        trial_dir = Path(tune.get_context().get_trial_dir())
-        fit_distributed(cfg, data.ref, storage_path=trial_dir, name="train", final_eval=fe,
+        # The Train run (checkpoints, result.json) goes under the Tune experiment, on storage every
+        # node sees: the trial's own folder (get_trial_dir) is local to the node of this driver,
+        # while rank 0 runs on another node and writes there
+        if storage is not None:
+            run_storage, run_name = Path(storage) / "train", tune.get_context().get_trial_id()
+        else:
+            run_storage, run_name = Path(tune.get_context().get_trial_dir()), "train"
+        fit_distributed(cfg, data.ref, storage_path=run_storage, name=run_name, final_eval=fe,
                         callbacks=[TuneReportCallback()], verbose=spec.verbose)
 
 
@@ -134,11 +152,16 @@ class TuneRun:
 
     def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
               tune_config: tune.TuneConfig, resume: bool, shown: list[str] = ()) -> tune.Tuner:
-        trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data),
+        trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, storage=str(self.path)),
                                         self.resources.for_tune())
-        if resume and tune.Tuner.can_restore(str(self.path)):
-            # finished trials stay finished; interrupted ones restart from their last checkpoint
-            return tune.Tuner.restore(str(self.path), trainable, resume_unfinished=True, restart_errored=True)
+        if resume and self.path.exists():
+            # An interrupted Tune run is not restored: Tune's restore of a search algorithm's state
+            # lost suggested trials here. What finished is kept by the study at a coarser grain
+            # (best.json, eval.csv); the interrupted run is set aside, never deleted.
+            k = 1
+            while self.path.with_name(f"{self.name}.interrupted-{k}").exists():
+                k += 1
+            self.path.rename(self.path.with_name(f"{self.name}.interrupted-{k}"))
         return tune.Tuner(
             trainable, param_space=param_space or {}, tune_config=tune_config,
             run_config=tune.RunConfig(

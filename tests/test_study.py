@@ -1,0 +1,100 @@
+"""`python -m raymsa.study` end to end, as a user runs it: a smoke study killed mid-run and resumed
+without redoing or losing what finished; the report, TensorBoard files and Optuna study present."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raymsa.study.config import STUDIES_DIR
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# two scenarios with short grids keep the end-to-end run near a minute on 2 cores
+SMALL = ["--set", "scenarios=[{kind: intra, levels: [0.0, 0.5]}, {kind: subset}]",
+         "--set", "search.optuna_storage=true"]
+
+
+def study_cmd(name, storage, *extra):
+    return [sys.executable, "-m", "raymsa.study", name, "--smoke", "--storage", str(storage), *extra]
+
+
+def test_smoke_study_killed_and_resumed(tmp_path, ray_cluster):
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = tmp_path / "fsrf_sweep-smoke"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(study_cmd("fsrf_sweep", tmp_path, "--address", address, *SMALL),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # kill the driver as soon as the first search has finished: mid-study, with later phases pending
+    best = out / "search" / "fsrf__intra" / "best.json"
+    deadline = time.time() + 150
+    while not best.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert best.exists(), first.communicate()[0].decode()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    kept = best.read_bytes()
+    kept_mtime = best.stat().st_mtime_ns
+
+    # without --resume the study refuses to touch the folder
+    refused = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address, *SMALL),
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert best.read_bytes() == kept
+
+    resumed = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address, "--resume", *SMALL),
+                             capture_output=True, text=True, env=env, timeout=300)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-4000:]
+    # the finished search was not redone
+    assert "search fsrf under intra" not in log
+    assert best.read_bytes() == kept and best.stat().st_mtime_ns == kept_mtime
+
+    # every (model, scenario, seed) ran and was tested under both scenarios
+    results = pd.read_csv(out / "report" / "results.csv")
+    runs = results.groupby(["model", "scenario", "seed"]).size()
+    assert len(runs) == 2 * 2 * 2
+    assert set(results["eval_scenario"]) == {"intra", "subset"}
+    assert set(results.loc[results.eval_scenario == "subset", "level"]) == {"l", "a", "v", "la", "lv", "av", "lav"}
+    html = (out / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Effective robustness" in html
+    assert "| fsrf" in log  # the summary table printed at the end
+
+    # Tune's TensorBoard event files for every trial, and Optuna's study in its database
+    events = list((out / "tune").rglob("events.out.tfevents.*"))
+    trial_dirs = {p.parent for p in (out / "tune").rglob("result.json")}
+    assert trial_dirs and all(any(e.parent == d for e in events) for d in trial_dirs)
+    import optuna
+
+    summaries = optuna.get_all_study_summaries(f"sqlite:///{out / 'optuna.db'}")
+    assert {s.study_name for s in summaries} >= {"fsrf_sweep-smoke__fsrf__intra", "fsrf_sweep-smoke__fsrf__subset"}
+    assert all(s.n_trials >= 2 for s in summaries)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "fsrf_sweep"))
+def test_every_other_study_smokes(tmp_path, ray_cluster, name):
+    """Every shipped study's smoke mode runs end to end (fsrf_sweep's is above), on one scenario."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    done = subprocess.run(study_cmd(name, tmp_path, "--address", address, "--set",
+                                    "scenarios=[{kind: inter, levels: [0.0, 0.3]}]", "--set", "seeds=[1111]"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary = pd.read_csv(tmp_path / f"{name}-smoke" / "report" / "summary.csv")
+    assert set(summary["model"]) >= {"late_fusion"} and len(set(summary["model"])) >= 2
+
+
+def test_bad_study_flag_and_path_are_refused(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "raymsa.study", "no_such_study"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no_such_study: no such study file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "raymsa.study", "fsrf_sweep", "--set", "search.trials=zero",
+                          "--storage", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "search.trials" in bad.stderr
+    assert not any(Path(tmp_path).iterdir())  # nothing written for a refused study
