@@ -61,7 +61,6 @@ import raymsa.search.tune as tune_mod  # noqa: E402
 from raymsa.data import MMSAData  # noqa: E402
 from raymsa.data.synth import synthesize  # noqa: E402
 from raymsa.search.tune import DRIVER_RESOURCE, DataHandle, Job, TrialResources, TuneRun  # noqa: E402
-from raymsa.train.session import TuneSession  # noqa: E402
 
 GiB = 2**30
 TINY_SCALE = 0.005  # MOSEI-like: 82 training samples
@@ -71,21 +70,47 @@ BATCH = 64  # training and evaluation batch
 # ---- inside the trials -------------------------------------------------------------------------
 
 
-class HoldSession(TuneSession):
-    """TuneSession that, at the run's last epoch, says it is ready and waits until released, so the
-    loop (and the data it holds) stays alive while the node's memory is read."""
+def _wait_for(path: Path, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
-    sync_dir: str = ""
-    last_epoch: int = 1
 
-    def report(self, metrics, checkpoint_dir=None):
-        if metrics["epoch"] >= self.last_epoch:
-            sync = Path(self.sync_dir)
-            (sync / f"ready-{os.getpid()}").write_text("")
-            deadline = time.monotonic() + 900
-            while not (sync / "release").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-        super().report(metrics, checkpoint_dir)
+def _trim_heap() -> None:
+    """Give freed heap back to the OS (glibc keeps it otherwise): what is left is what the process
+    holds. In the trials, the freed batches and activations of the training steps (some hundred
+    MiB per process, whatever the data size) would otherwise hide what the data cost."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def make_held_trial(sync_dir: str, last_epoch: int):
+    """The study's trial function (raymsa.search.tune._trial, run unchanged in the worker) with a
+    session that, at the run's last epoch, stops while the loop still holds the data: it says
+    'ready', trims its heap when told to and says 'trimmed', and goes on when released."""
+
+    def held_trial(config, spec, data, storage=None):
+        import raymsa.search.tune as t  # the worker's own import: the real _trial
+
+        sync = Path(sync_dir)
+
+        class HoldSession(t._TrialSession):
+            def report(self, metrics, checkpoint_dir=None):
+                if metrics["epoch"] >= last_epoch:
+                    (sync / f"ready-{os.getpid()}").write_text("")
+                    _wait_for(sync / "trim")
+                    _trim_heap()
+                    (sync / f"trimmed-{os.getpid()}").write_text("")
+                    _wait_for(sync / "release")
+                super().report(metrics, checkpoint_dir)
+
+        t._TrialSession = HoldSession
+        t._trial(config, spec, data, storage)
+
+    return held_trial
 
 
 @dataclass(frozen=True)
@@ -94,19 +119,6 @@ class PrivateCopy(DataHandle):
 
     def get(self):
         return copy.deepcopy(ray.get(self.ref))
-
-
-def make_held_trial(sync_dir: str, last_epoch: int):
-    real_trial = tune_mod._trial  # pickled by reference: the worker runs the real one
-
-    def held_trial(config, spec, data):
-        import raymsa.train.session as session_mod
-
-        HoldSession.sync_dir, HoldSession.last_epoch = sync_dir, last_epoch
-        session_mod.TuneSession = HoldSession  # _trial imports TuneSession when it is called
-        real_trial(config, spec, data)
-
-    return held_trial
 
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -180,16 +192,6 @@ def memory_snapshot() -> dict:
             "processes": len(tree), "system_used": info["MemTotal"] - info["MemAvailable"]}
 
 
-def _trim_heap() -> None:
-    # give the driver's freed dataset pages back to the OS, as the study's driver does when
-    # load_data returns (glibc keeps some freed heap otherwise and the numbers would blame Ray)
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-
-
 # ---- one variant -------------------------------------------------------------------------------
 
 
@@ -240,29 +242,36 @@ def run_variant(variant: str, args, work: Path) -> dict:
             except BaseException as e:  # noqa: BLE001 - raised below
                 errors.append(e)
 
+        def wait_all(prefix: str) -> None:
+            while len(list(sync.glob(f"{prefix}-*"))) < args.trials:
+                if not th.is_alive():
+                    raise RuntimeError(f"{variant}: the trials ended early: {errors}")
+                if time.perf_counter() - t1 > 900:
+                    raise TimeoutError(f"{variant}: trials not {prefix} after 900 s")
+                time.sleep(0.2)
+
+        def measure() -> dict:
+            time.sleep(1.0)  # let the last allocations settle
+            snaps = [memory_snapshot() for _ in range(3) if time.sleep(0.3) is None]
+            mid = sorted(snaps, key=lambda x: x["pss"])[1]
+            return {**{k: mid[k] for k in ("pss", "pss_anon", "pss_shmem", "pss_file", "processes")},
+                    "by_kind": mid["by_kind"], "system_used": statistics.median(x["system_used"] for x in snaps)}
+
         th = threading.Thread(target=fit, daemon=True)
         t1 = time.perf_counter()
         th.start()
-        while len(list(sync.glob("ready-*"))) < args.trials:
-            if not th.is_alive():
-                raise RuntimeError(f"{variant}: the trials ended before all were ready: {errors}")
-            if time.perf_counter() - t1 > 900:
-                raise TimeoutError(f"{variant}: trials not ready after 900 s")
-            time.sleep(0.2)
+        wait_all("ready")
         ready_s = time.perf_counter() - t1
-        time.sleep(2.0)  # let the workers' last allocations settle
-        snaps = []
-        for _ in range(3):
-            snaps.append(memory_snapshot())
-            time.sleep(0.5)
+        as_is = measure()
+        (sync / "trim").write_text("")
+        wait_all("trimmed")
+        trimmed = measure()
         (sync / "release").write_text("")
         th.join(timeout=300)
         if errors:
             raise RuntimeError(f"{variant}: {errors[0]}")
-        mid = sorted(snaps, key=lambda x: x["pss"])[1]
         return {"variant": variant, "dataset_bytes": nbytes, "trials": args.trials, "seconds_to_ready": ready_s,
-                **{k: mid[k] for k in ("pss", "pss_anon", "pss_shmem", "pss_file", "processes")},
-                "pss_by_kind": mid["by_kind"], "system_used": statistics.median(x["system_used"] for x in snaps)}
+                "trimmed": trimmed, "as_is": as_is}
     finally:
         ray.shutdown()
 
@@ -292,34 +301,41 @@ def main(argv: list[str] | None = None) -> int:
     tiny = results["tiny"]
     for name, r in results.items():
         extra = r["dataset_bytes"] - tiny["dataset_bytes"]
-        for key, src in (("multiplier", "pss"), ("multiplier_anon", "pss_anon"), ("multiplier_shmem", "pss_shmem"),
-                         ("multiplier_system", "system_used")):
-            r[key] = None if name == "tiny" else (r[src] - tiny[src]) / extra
+        for state in ("trimmed", "as_is"):
+            m, m0 = r[state], tiny[state]
+            for key, src in (("multiplier", "pss"), ("multiplier_anon", "pss_anon"),
+                             ("multiplier_shmem", "pss_shmem"), ("multiplier_system", "system_used")):
+                m[key] = None if name == "tiny" else (m[src] - m0[src]) / extra
 
     def f(x, fmt="{:.2f}"):
         return "-" if x is None else fmt.format(x)
 
     print()
     print(f"{args.trials} concurrent trials (tiny FSRF, {args.epochs} epoch over every training sample, then "
-          f"validation), {args.like}-like data; memory = summed PSS of this process tree")
-    print(f"{'variant':<8} {'data GiB':>8} {'PSS GiB':>8} {'private':>8} {'shared':>7} {'multiplier':>10} "
+          f"validation), {args.like}-like data; memory = summed PSS of this process tree, in GiB")
+    print(f"{'variant':<8} {'heaps':<8} {'data':>6} {'PSS':>6} {'private':>8} {'shared':>7} | {'multiplier':>10} "
           f"{'private':>8} {'shared':>7} {'system-wide':>11}")
     for r in results.values():
-        print(f"{r['variant']:<8} {r['dataset_bytes'] / GiB:>8.3f} {r['pss'] / GiB:>8.2f} {r['pss_anon'] / GiB:>8.2f} "
-              f"{r['pss_shmem'] / GiB:>7.2f} {f(r['multiplier']):>10} {f(r['multiplier_anon']):>8} "
-              f"{f(r['multiplier_shmem']):>7} {f(r['multiplier_system']):>11}")
-    print("(private = Pss_Anon: heaps; shared = Pss_Shmem: the object store. multiplier = extra memory over "
-          "tiny / extra data bytes;\n system-wide = MemTotal - MemAvailable, moved by anything else running)")
-    summary = {"multiplier_shared": results["shared"]["multiplier"], "goal": 1.3,
-               "seconds": round(time.perf_counter() - t0)}
-    if "private" in results:
-        summary["multiplier_private"] = results["private"]["multiplier"]
-        summary["private_over_shared"] = results["private"]["multiplier"] / results["shared"]["multiplier"]
-        print(f"\nshared: {summary['multiplier_shared']:.2f} copies of the data for {args.trials} trials "
-              f"(goal <= 1.3); a private copy per trial: {summary['multiplier_private']:.2f}; "
-              f"ratio {summary['private_over_shared']:.1f}x")
-    else:
-        print(f"\nshared: {summary['multiplier_shared']:.2f} copies of the data for {args.trials} trials (goal <= 1.3)")
+        for state in ("trimmed", "as_is"):
+            m = r[state]
+            print(f"{r['variant']:<8} {state.replace('_', ' '):<8} {r['dataset_bytes'] / GiB:>6.3f} "
+                  f"{m['pss'] / GiB:>6.2f} {m['pss_anon'] / GiB:>8.2f} {m['pss_shmem'] / GiB:>7.2f} | {f(m['multiplier']):>10} "
+                  f"{f(m['multiplier_anon']):>8} {f(m['multiplier_shmem']):>7} {f(m['multiplier_system']):>11}")
+    print("private = Pss_Anon (heaps), shared = Pss_Shmem (the object store); multiplier = memory over tiny / data "
+          "bytes over tiny.\n'trimmed': every process's freed heap returned (malloc_trim) before reading; 'as is': "
+          "not (glibc keeps\nthe freed batches of the training steps, a few hundred MiB per trial whatever the data "
+          "size). system-wide =\nMemTotal - MemAvailable, moved by anything else running on the machine.")
+    shared, private = results["shared"]["trimmed"], results.get("private", {}).get("trimmed")
+    summary = {"multiplier_shared": shared["multiplier"],
+               "multiplier_shared_as_is": results["shared"]["as_is"]["multiplier"], "goal": 1.3, "seconds": round(time.perf_counter() - t0)}
+    line = (f"\nshared: {summary['multiplier_shared']:.2f} copies of the data for {args.trials} trials (goal <= 1.3; "
+            f"{summary['multiplier_shared_as_is']:.2f} with untrimmed heaps)")
+    if private is not None:
+        summary["multiplier_private"] = private["multiplier"]
+        summary["private_over_shared"] = private["multiplier"] / shared["multiplier"]
+        line += (f"; a private copy per trial: {summary['multiplier_private']:.2f}, "
+                 f"{summary['private_over_shared']:.1f}x as much")
+    print(line)
 
     out = {"benchmark": "data_memory", "summary": summary, "variants": list(results.values()),
            "settings": vars(args), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

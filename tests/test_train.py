@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,10 @@ def test_shards_are_disjoint_equal_and_seeded():
     assert all(torch.equal(a, b) for a, b in zip(again, parts[0]))
     other = shard_indices(100, 32, seed=1, epoch=4, rank=0, world=2)
     assert not torch.equal(other[0], parts[0][0])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse_and_say_how_to_run(path):
+    assert path.read_text().startswith("#") and "python -m raymsa.train" in path.read_text()
+    cfg = load_train_config(path)
+    assert cfg.model.name and cfg.scenario.levels
