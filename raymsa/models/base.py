@@ -33,10 +33,13 @@ class DataSpec:
     dims: dict[str, int]  # modality -> feature dim
     seq_lens: dict[str, int]  # modality -> padded length
     text_ids: bool = False  # whether batches carry BERT token ids
+    label_range: float = 3.0  # labels lie in [-R, R]: 3 for MOSI/MOSEI, 1 for SIMS
 
     @classmethod
-    def from_data(cls, data: Any) -> DataSpec:
-        return cls(dims=dict(data.dims), seq_lens=dict(data.seq_lens), text_ids=bool(data.has_text_ids))
+    def from_data(cls, data: Any, dataset: str | None = None) -> DataSpec:
+        dataset = dataset or data.dataset
+        return cls(dims=dict(data.dims), seq_lens=dict(data.seq_lens), text_ids=bool(data.has_text_ids),
+                   label_range=1.0 if dataset == "sims" else 3.0)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,6 @@ class FSRFConfig(EncoderConfig):
     tau_align: float = Field(0.1, gt=0, le=10, description="temperature of the batch similarity softmax; "
                              "search log [0.02, 1]")
     distill_bins: int = Field(7, ge=2, le=101, description="sentiment bins the prediction is spread over")
-    score_range: float = Field(3.0, gt=0, le=100, description="labels lie in [-R, R]: 3 for MOSI/MOSEI, 1 for SIMS")
 
 
 TINY = {"d_model": 16, "n_heads": 2, "enc_layers": 1, "ff_mult": 1, "audio_kernel": 4, "audio_stride": 4,
@@ -110,7 +109,7 @@ class FSRF(MSAModel):
             self.noise = nn.ModuleDict({m: mlp(d, d, d, p) for m in MODALITIES})
             self.decoder = nn.ModuleDict({m: mlp(3 * d, d, d, p) for m in MODALITIES})
         self.head = MultiScaleHead(4 * d, d, p)
-        self.register_buffer("centers", torch.linspace(-config.score_range, config.score_range,
+        self.register_buffer("centers", torch.linspace(-spec.label_range, spec.label_range,
                                                        config.distill_bins), persistent=False)
 
     @property

@@ -69,7 +69,6 @@ class SentiIFusionConfig(EncoderConfig):
                            "search log [0.1, 5]")
     tau_sem: float = Field(2.0, gt=0, le=100, description="temperature of the semantic-level KL; search log [0.5, 8]")
     sem_bins: int = Field(7, ge=2, le=101, description="sentiment classes of the semantic head (7: Acc-7)")
-    score_range: float = Field(3.0, gt=0, le=100, description="labels lie in [-R, R]: 3 for MOSI/MOSEI, 1 for SIMS")
 
 
 TINY = {"d_model": 16, "n_heads": 2, "enc_layers": 1, "ff_mult": 1, "audio_kernel": 4, "audio_stride": 4,
@@ -231,7 +230,7 @@ class SentiIFusion(MSAModel):
         c = self.config
         with frozen_eval(self.encoders):
             target = {m: e.tokens for m, e in self.encoders(batch.complete).items()}  # 3 x (B, K, d)
-        classes = label_bins(batch.labels, c.sem_bins, c.score_range)  # (B,)
+        classes = label_bins(batch.labels, c.sem_bins, self.spec.label_range)  # (B,)
         feat, sem, uni, orth = [], [], [], []
         for m in MODALITIES:
             feat.append(F.mse_loss(x[m], target[m]))

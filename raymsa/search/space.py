@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from raymsa.config import ConfigError, StrictModel, load_yaml, parse, set_dotted
 
@@ -75,7 +75,11 @@ class Param(StrictModel):
 class SearchSpace(StrictModel):
     description: str | None = None
     params: dict[str, Param]
-    source: str = "search space"
+    _source: str = PrivateAttr("search space")  # the file, for messages
+
+    @property
+    def source(self) -> str:
+        return self._source
 
     @model_validator(mode="after")
     def _keys(self) -> SearchSpace:
@@ -117,9 +121,9 @@ def _key_exists(base: dict[str, Any], key: str, parse_config) -> bool:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    data = load_yaml(path)
-    data.setdefault("source", str(path))
-    return parse(SearchSpace, data, str(path))
+    space = parse(SearchSpace, load_yaml(path), str(path))
+    space._source = str(path)
+    return space
 
 
 def apply_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

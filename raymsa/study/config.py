@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml, parse
 from raymsa.missing import ScenarioConfig
 from raymsa.search.space import SearchSpace, load_space
-from raymsa.train.config import DataConfig, LoopConfig, TrainConfig, parse_train_config
+from raymsa.train.config import DataConfig, LoopConfig, parse_train_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES_DIR = ROOT / "studies"
@@ -133,9 +133,3 @@ def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> 
             space.validate_against(study.base_train_config(model, study.scenarios[0]), parse_train_config)
             spaces[model] = space
     return study, spaces, path
-
-
-def train_config(study: StudyConfig, model: str, scenario: ScenarioConfig, params: dict[str, Any]) -> TrainConfig:
-    from raymsa.search.space import apply_params
-
-    return parse_train_config(apply_params(study.base_train_config(model, scenario), params), "study run")

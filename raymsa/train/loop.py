@@ -127,7 +127,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
     validator = GridEvaluator(valid_t, sc, split_seed(mask_seed, "valid"), scale=scale) if main else None
 
     # ---- model, optimiser, schedule -----------------------------------------------------
-    core: MSAModel = build_model(cfg.model.name, cfg.model, spec=DataSpec.from_data(data)).to(device)
+    core: MSAModel = build_model(cfg.model.name, cfg.model, spec=DataSpec.from_data(data, ds_name)).to(device)
     model: nn.Module = core
     if distributed:
         # some parameters sit idle in some stages / ablations, hence find_unused_parameters
