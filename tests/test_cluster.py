@@ -142,12 +142,15 @@ def test_trials_read_the_object_store_copy_without_copying(ray_cluster, tiny_dat
 # Runs in its own process: starts the cluster, prints {"address", "nodes": {name: node id}}, then
 # obeys "remove <name>" lines on stdin, and shuts the cluster down when stdin closes.
 _CLUSTER = r"""
-import json, sys
+import json, socket, sys
 from ray.cluster_utils import Cluster
 
+with socket.socket() as s:  # a free port: 8265 may belong to another Ray on this machine
+    s.bind(("127.0.0.1", 0))
+    dashboard_port = s.getsockname()[1]
 cluster = Cluster(initialize_head=True, head_node_args={
     "num_cpus": 0, "resources": {"raymsa_driver": 8}, "include_dashboard": True,
-    "object_store_memory": 200 * 2**20})
+    "dashboard_port": dashboard_port, "object_store_memory": 200 * 2**20})
 nodes = {"head": cluster.head_node}
 for name in ("n1", "n2"):
     nodes[name] = cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
@@ -167,6 +170,17 @@ SEEDS = [1111]
 def _lines(stream, q: queue.Queue) -> None:
     for line in stream:
         q.put(line)
+
+
+def _answer(ctl: subprocess.Popen, q: queue.Queue, timeout: float, log: Path) -> dict:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            return json.loads(q.get(timeout=0.2))
+        except queue.Empty:
+            if ctl.poll() is not None:
+                break
+    raise RuntimeError(f"the simulated cluster did not answer:\n{log.read_text()[-3000:]}")
 
 
 def _results(folder: Path) -> dict[str, list[dict]]:
@@ -202,7 +216,7 @@ def study_on_three_nodes(tmp_path_factory):
     threading.Thread(target=_lines, args=(ctl.stdout, answers), daemon=True).start()
     study = None
     try:
-        info = json.loads(answers.get(timeout=120))
+        info = _answer(ctl, answers, 120, work / "cluster.log")
         started_s = time.perf_counter() - t0
         storage = work / "results"
         log = open(work / "study.log", "w")
@@ -219,12 +233,12 @@ def study_on_three_nodes(tmp_path_factory):
         while removed is None and study.poll() is None and time.perf_counter() < deadline:
             for trial, rows in _results(out / "tune" / "retrain").items():
                 last = rows[-1] if rows else {}
-                if last.get("node_id") in workers and 1 <= last.get("epoch", 0) < EPOCHS - 1:
+                if last.get("node_id") in workers and 1 <= last.get("epoch", 0) < EPOCHS:
                     before = _digests(out)
                     name = workers[last["node_id"]]
                     ctl.stdin.write(f"remove {name}\n")
                     ctl.stdin.flush()
-                    assert json.loads(answers.get(timeout=60)) == {"removed": name}
+                    assert _answer(ctl, answers, 60, work / "cluster.log") == {"removed": name}
                     removed = {"node": name, "node_id": last["node_id"], "trial": trial,
                                "epoch": last["epoch"], "files_before": before}
                     break

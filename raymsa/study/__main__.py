@@ -60,9 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     if args.address:
+        if args.address.startswith("ray://"):
+            print(f"[raymsa] warning: with ray:// this process is the study's driver: it writes {out} here "
+                  f"while trials write theirs on the cluster's nodes, so that folder must be the same shared "
+                  f"storage on both sides; otherwise run the study on the head (docs/cluster.md)", file=sys.stderr)
         ctx = ray.init(address=args.address)
     else:
-        ctx = ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
+        try:
+            ctx = ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
+        except ValueError:
+            # Ray found a running cluster to join (`ray start` on this machine, e.g. a cluster's
+            # head, or RAY_ADDRESS), and refuses resources for it: join it as it is
+            ctx = ray.init()
+            print("[raymsa] joined the Ray cluster running on this machine (--address picks another)")
     dashboard = getattr(ctx, "dashboard_url", None)
     print(f"[raymsa] study {study.name} ({path})")
     print(f"[raymsa] results:     {out}")
