@@ -149,7 +149,7 @@ with socket.socket() as s:  # a free port: 8265 may belong to another Ray on thi
     s.bind(("127.0.0.1", 0))
     dashboard_port = s.getsockname()[1]
 cluster = Cluster(initialize_head=True, head_node_args={
-    "num_cpus": 0, "resources": {"raymsa_driver": 8}, "include_dashboard": True,
+    "num_cpus": 0, "resources": {"DRIVER_RESOURCE": 8}, "include_dashboard": True,
     "dashboard_port": dashboard_port, "object_store_memory": 200 * 2**20})
 nodes = {"head": cluster.head_node}
 for name in ("n1", "n2"):
@@ -210,8 +210,11 @@ def study_on_three_nodes(tmp_path_factory):
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()
-    ctl = subprocess.Popen([sys.executable, "-c", _CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=open(work / "cluster.log", "w"), text=True, env=env, cwd=work)
+    from raymsa.search.tune import DRIVER_RESOURCE
+
+    ctl_log = open(work / "cluster.log", "w")
+    ctl = subprocess.Popen([sys.executable, "-c", _CLUSTER.replace("DRIVER_RESOURCE", DRIVER_RESOURCE)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=ctl_log, text=True, env=env, cwd=work)
     answers: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(ctl.stdout, answers), daemon=True).start()
     study = None
@@ -256,6 +259,7 @@ def study_on_three_nodes(tmp_path_factory):
                 ctl.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 ctl.kill()
+        ctl_log.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
