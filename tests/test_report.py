@@ -363,3 +363,17 @@ def test_malformed_study_json_names_key(tmp_path):
     (d / "study.json").write_text(json.dumps(st))
     with pytest.raises(ReportError, match=re.escape(f"{d / 'study.json'}: missing key 'scenarios[1].levels'")):
         load_study(d)
+
+
+def test_paired_difference_uses_shared_seeds_only():
+    import pandas as pd
+
+    from raymsa.report.stats import paired_difference
+
+    # seeds 1 and 2 shared; seed 3 only in the model's grid and must be ignored
+    model = pd.DataFrame({"0": [1.0, 2.0, 9.0], "0.5": [1.0, 4.0, 9.0]}, index=[1, 2, 3])
+    ref = pd.DataFrame({"0": [1.5, 2.0], "0.5": [1.5, 2.0]}, index=[1, 2])
+    d, lower = paired_difference(model, ref)
+    # per seed: (1 - 1.5) = -0.5 and (3 - 2) = +1.0
+    assert d.n == 2 and lower == 1
+    assert d.mean == pytest.approx(0.25) and d.std == pytest.approx(0.75)

@@ -97,6 +97,18 @@ def mean_over_levels(grid: pd.DataFrame) -> Stat:
     return Stat.of([float(M.mean_over_levels(row)) for row in _complete_rows(grid)])
 
 
+def paired_difference(grid: pd.DataFrame, ref: pd.DataFrame) -> tuple[Stat, int]:
+    """Per seed both models share (same seed = same evaluation masks), the model's mean over levels
+    minus the reference's; mean +- std of those differences, and on how many seeds it is below 0."""
+    common = [sd for sd in grid.index if sd in ref.index]
+    diffs = []
+    for sd in common:
+        a, b = grid.loc[sd].to_numpy(dtype=float), ref.loc[sd].to_numpy(dtype=float)
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            diffs.append(float(M.mean_over_levels(a)) - float(M.mean_over_levels(b)))
+    return Stat.of(diffs), sum(d < 0 for d in diffs)
+
+
 def auilc(grid: pd.DataFrame, x: tuple[float, ...]) -> Stat:
     """Per seed the trapezoid area under the metric-vs-level curve over the levels as given."""
     if not curve_ok(x):

@@ -14,7 +14,7 @@ import pandas as pd
 from raymsa import metrics as M
 from raymsa.report.load import Scenario, StudyResults, level_display, subset_display
 from raymsa.report.render import Table
-from raymsa.report.stats import (COMPLETE, Cube, Stat, cross_cell, level_stats, mean_over_levels,
+from raymsa.report.stats import (COMPLETE, paired_difference, Cube, Stat, cross_cell, level_stats, mean_over_levels,
                                  subset_average)
 
 # The four curves of every robustness figure and the per-level tables.
@@ -320,6 +320,8 @@ def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame) -> list[str]
         if f:
             facts.append(f)
     ref = st.reference_model
+    if ref:
+        facts += paired_facts(res, cube, ref)
     if ref and not rob.empty:
         r = rob[(rob["metric"] == "MAE") & (rob["model"] != ref)]
         for sname, g in r.groupby("scenario", sort=False):
@@ -338,6 +340,27 @@ def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame) -> list[str]
         facts.append(f"{absent} of {n_runs} expected runs have no results; every number above uses the runs present.")
     if st.smoke:
         facts.append("This is a smoke study: tiny data and budgets, the numbers test the pipeline only.")
+    return facts
+
+
+def paired_facts(res: StudyResults, cube: Cube, ref: str) -> list[str]:
+    """Each model against the reference, paired by seed: seeds share evaluation masks (and data
+    order), so the paired spread is the fair yardstick, often far below the unpaired seed std."""
+    facts = []
+    for sc in res.study.scenarios:
+        if not sc.numeric or not cube.has(ref, sc.name):
+            continue
+        ref_grid = cube.grid(ref, sc.name, sc.name, "MAE", sc.levels)
+        for m in _models_with(res, cube, sc):
+            if m == ref:
+                continue
+            d, n_better = paired_difference(cube.grid(m, sc.name, sc.name, "MAE", sc.levels), ref_grid)
+            if d.n < 2:
+                continue
+            verdict = ("larger than" if abs(d.mean) > d.std else "not larger than")
+            facts.append(f"{scenario_label(sc)}, test MAE mean over levels, {m} minus {ref} paired by seed: "
+                         f"{fmt_value(d.mean, 'MAE', signed=True)} ± {fmt_value(d.std, 'MAE')} over {d.n} seeds "
+                         f"(lower on {n_better} of {d.n}); the mean difference is {verdict} its spread.")
     return facts
 
 
