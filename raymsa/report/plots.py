@@ -65,6 +65,14 @@ def _seeds_text(res: StudyResults) -> str:
     return f"mean ± std over {n} seed{'s' if n != 1 else ''}"
 
 
+def _finish(fig: Figure, axes, res: StudyResults, sc: Scenario, n_models: int, path: Path) -> None:
+    """One legend below the panels, the study's title, saved."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(n_models, 4), frameon=False)
+    fig.suptitle(f"{res.study.name}: {scenario_label(sc)}, test, {_seeds_text(res)}", fontsize=13)
+    _save(fig, path)
+
+
 def curves(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool:
     """2×2 robustness curves (headline metrics vs level), one line per model, ± std band."""
     style = _style(res)
@@ -90,10 +98,7 @@ def curves(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool:
         ax.set_xticks(x)
         ax.set_xticklabels([level_display(lv) for lv in sc.levels], fontsize=8)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(models), 4), frameon=False)
-    fig.suptitle(f"{res.study.name}: {scenario_label(sc)}, test, {_seeds_text(res)}", fontsize=13)
-    _save(fig, path)
+    _finish(fig, axes, res, sc, len(models), path)
     return True
 
 
@@ -133,10 +138,7 @@ def subset_bars(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool
         ax.set_xticks(xs)
         ax.set_xticklabels(groups)
         ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(models), 4), frameon=False)
-    fig.suptitle(f"{res.study.name}: {scenario_label(sc)}, test, {_seeds_text(res)}", fontsize=13)
-    _save(fig, path)
+    _finish(fig, axes, res, sc, len(models), path)
     return True
 
 
