@@ -96,8 +96,9 @@ class SearchSpace(StrictModel):
     def validate_against(self, base: dict[str, Any], parse_config) -> None:
         """Apply each parameter's extreme values to the raw base config and parse it: fails on an
         unknown key or a value outside what the config accepts, naming this file and the key."""
+        parsed = parse_config(copy.deepcopy(base), "base config")
         for key, param in self.params.items():
-            if not _key_exists(base, key, parse_config):
+            if not _key_exists(parsed, key):
                 raise ConfigError(f"{self.source}: params.{key}: not a field of the training config")
             for value in param.corners():
                 trial = copy.deepcopy(base)
@@ -108,9 +109,8 @@ class SearchSpace(StrictModel):
                     raise ConfigError(f"{self.source}: params.{key}: value {value!r} is refused by the config:\n{e}") from None
 
 
-def _key_exists(base: dict[str, Any], key: str, parse_config) -> bool:
+def _key_exists(cfg: Any, key: str) -> bool:
     """A dotted key names a field of the parsed config (so a typo is caught, not silently added)."""
-    cfg = parse_config(copy.deepcopy(base), "base config")
     node: Any = cfg
     for part in key.split("."):
         fields = getattr(type(node), "model_fields", None)
