@@ -84,7 +84,7 @@ class _TrialSession(TuneSession):
         super().report({**metrics, "node_id": self.node_id}, checkpoint_dir)
 
 
-def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str | None = None) -> None:
+def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
     import logging
 
     from raymsa.missing import ScenarioConfig
@@ -111,11 +111,8 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
         # The Train run (checkpoints, result.json) goes under the Tune experiment, on storage every
         # node sees: the trial's own folder (get_trial_dir) is local to the node of this driver,
         # while rank 0 runs on another node and writes there
-        if storage is not None:
-            run_storage, run_name = Path(storage) / "train", tune.get_context().get_trial_id()
-        else:
-            run_storage, run_name = Path(tune.get_context().get_trial_dir()), "train"
-        fit_distributed(cfg, data.ref, storage_path=run_storage, name=run_name, final_eval=fe,
+        fit_distributed(cfg, data.ref, storage_path=Path(storage) / "train",
+                        name=tune.get_context().get_trial_id(), final_eval=fe,
                         callbacks=[TuneReportCallback()], verbose=spec.verbose)
 
 
