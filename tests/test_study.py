@@ -98,3 +98,19 @@ def test_bad_study_flag_and_path_are_refused(tmp_path):
                           "--storage", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "search.trials" in bad.stderr
     assert not any(Path(tmp_path).iterdir())  # nothing written for a refused study
+
+
+def test_multi_worker_trials_run_under_ray_train(tmp_path, ray_cluster):
+    """workers_per_trial > 1: each trial drives a 2-worker DDP TorchTrainer and relays its reports."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    done = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address,
+                                    "--set", "scenarios=[{kind: intra, levels: [0.0, 0.5]}]",
+                                    "--set", "seeds=[1111]", "--set", "resources.workers_per_trial=2"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    out = tmp_path / "fsrf_sweep-smoke"
+    # the Train runs sit on the study's storage (not a node-local trial folder), one per retrain trial
+    train_runs = list((out / "tune" / "retrain" / "train").iterdir())
+    assert len(train_runs) == 2 and all((r / "result.json").exists() for r in train_runs)
+    results = pd.read_csv(out / "report" / "results.csv")
+    assert set(results["model"]) == {"fsrf", "late_fusion"}
