@@ -25,6 +25,7 @@ CONFIG = {
 def _crashing_worker(loop_config):
     """Rank 1 dies like a killed process right after epoch 2's checkpoint, on the first attempt."""
     import contextlib
+    import time
 
     import ray
     import torch
@@ -45,6 +46,10 @@ def _crashing_worker(loop_config):
         def report(self, metrics, checkpoint_dir=None):
             super().report(metrics, checkpoint_dir)
             if self.rank == 1 and metrics["epoch"] == 2 and not marker.exists():
+                # Train commits a checkpoint once its controller has collected every rank's report,
+                # polling every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s); tiny epochs take under a
+                # second, so die only after a poll has surely happened, or nothing is committed yet
+                time.sleep(5)
                 marker.write_text("killed")
                 os._exit(1)
 
