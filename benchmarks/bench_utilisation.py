@@ -24,6 +24,14 @@ into: before the first trial starts (Tune's start-up, the trial actors' processe
 between trials and in the tail (placement, actor reuse, Optuna's next suggestion; fewer trials left
 than slots), in a trial's slot but outside its function, and in its function before its loop.
 Measured on a 2-core machine: see docs/cluster.md. Takes 2-4 min.
+
+    python benchmarks/bench_utilisation.py --from-study results/fsrf_sweep --slots 2
+
+reads a finished study's Tune results instead and reports the same ratio for each of its Tune runs
+and for the study's search + retrain phases together. A retrain trial stays busy after its last
+report, testing the selected model on every scenario's grid, until it writes runs/<job>/eval.csv, so
+there busy time ends at that file. Tune's timestamps are whole seconds (centred by +0.5 s), so
+each span is +-0.5 s.
 """
 
 from __future__ import annotations
@@ -175,6 +183,35 @@ def sweep(args, max_train: int) -> dict:
     return a
 
 
+def study_utilisation(study_dir: Path, slots: int) -> dict:
+    """Busy / (wall x slots) of every Tune run of a finished study, and of all of them together."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for result in sorted(study_dir.glob("tune/*/*/result.json")):
+        rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+        if not rows:
+            continue
+        # Tune's timestamps are whole seconds, truncated: +0.5 s centres them
+        start = rows[0]["timestamp"] + 0.5 - rows[0]["time_this_iter_s"]  # the trial function's start
+        end = rows[-1]["timestamp"] + 0.5
+        params = json.loads((result.parent / "params.json").read_text())
+        if "job" in params:  # a retrain trial: busy until its final evaluation is written
+            eval_csv = study_dir / "runs" / params["job"] / "eval.csv"
+            if eval_csv.exists():
+                end = max(end, eval_csv.stat().st_mtime)
+        spans.setdefault(result.parent.parent.name, []).append((start, end))
+    if not spans:
+        raise SystemExit(f"{study_dir}: no Tune results under tune/*/*/result.json")
+
+    def ratio(items: list[tuple[float, float]]) -> dict:
+        wall = max(e for _, e in items) - min(s for s, _ in items)
+        busy = sum(e - s for s, e in items)
+        return {"trials": len(items), "busy_s": busy, "wall_s": wall, "utilisation": busy / (wall * slots)}
+
+    return {"study_dir": str(study_dir), "slots": slots,
+            "runs": {name: ratio(items) for name, items in spans.items()},
+            "study": ratio([x for items in spans.values() for x in items])}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_utilisation.json")
@@ -184,7 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--max-train", default="96,384",
                    help="training samples per trial, one sweep each (96 = the smoke overlay)")
+    p.add_argument("--from-study", type=Path, default=None,
+                   help="a finished study's output folder: report its Tune runs' utilisation, run nothing")
     args = p.parse_args(argv)
+
+    if args.from_study is not None:
+        res = study_utilisation(args.from_study, args.slots)
+        print(f"{args.from_study}: utilisation = busy / (wall x {args.slots} slots); retrain trials busy until "
+              f"their eval.csv")
+        print(f"{'Tune run':<28}{'trials':>7}{'busy s':>9}{'wall s':>9}{'util':>7}")
+        for name, r in [*res["runs"].items(), ("search + retrain", res["study"])]:
+            print(f"{name:<28}{r['trials']:>7}{r['busy_s']:>9.0f}{r['wall_s']:>9.0f}{r['utilisation']:>7.3f}")
+        Path(args.out).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.out}")
+        return 0
 
     tune_mod.TrialLines = Timeline  # TuneRun.tuner builds its callback from this name
     tune_mod._trial = make_timed_trial()  # ... and wraps this function
