@@ -28,6 +28,9 @@ class SearchSettings(StrictModel):
     startup_trials: int = Field(4, ge=1, description="random trials before TPE models the space")
     grace_period: int = Field(2, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
+    max_concurrent: int | None = Field(None, ge=1, description=(
+        "trials of one search at a time (null = every slot). 1 makes a search reproducible: with several "
+        "at once, ASHA's stops and TPE's next suggestions depend on which trial finished first"))
     seed: int = Field(0, description="Optuna sampler seed")
     objective: str = Field("MAE", description="metric whose mean over the validation grid is optimised")
     optuna_storage: bool = Field(False, description="keep each Optuna study in <study>/optuna.db (optuna-dashboard)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,10 @@ class StudyRunner:
                  f"{s.train.epochs} epochs max (ASHA), objective valid {s.search.objective} ({mode})")
         t0 = time.perf_counter()
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
+        slots = min(self.max_concurrent(), s.search.max_concurrent or math.inf)
         found = run_search(
             self.spaces[model], s.base_train_config(model, scenario), self.data,
-            TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent()),
+            TuneRun(self.tune_dir, name, self.trial_resources, slots),
             trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
             grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
             seed=s.search.seed, mode=mode, optuna_storage=optuna_url,
