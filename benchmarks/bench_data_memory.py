@@ -14,7 +14,8 @@ sample, then validation), with `--trials` trials at once. Each trial stops insid
 Ray sessions, one after the other:
 
     tiny      the same trials over a tiny dataset (the baseline: Ray, torch, the model, the trials;
-              just enough samples to fill the same training and evaluation batches)
+              just enough samples to fill the same training and evaluation batches, and as many
+              epochs over them as give the same number of training steps as the big runs)
     shared    over a MOSEI-like dataset of >= 1 GiB (raymsa.data.synth), as the study runs
     private   the same, but each trial deep-copies what ray.get gives it (what a private copy per
               trial costs: a .copy(), a dtype cast, loading the file per trial)
@@ -40,6 +41,7 @@ import copy
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -61,7 +63,7 @@ import ray  # noqa: E402
 
 import raymsa.search.tune as tune_mod  # noqa: E402
 from raymsa.data import MMSAData  # noqa: E402
-from raymsa.data.synth import synthesize  # noqa: E402
+from raymsa.data.synth import split_sizes, synthesize  # noqa: E402
 from raymsa.search.tune import DRIVER_RESOURCE, DataHandle, Job, TrialResources, TuneRun  # noqa: E402
 
 GiB = 2**30
@@ -219,6 +221,10 @@ def run_variant(variant: str, args, work: Path) -> dict:
         t0 = time.perf_counter()
         data = make_data(variant, args)
         nbytes = sum({id(s): s.nbytes for s in data.splits.values()}.values())  # tiny: one split, thrice
+        # the baseline trains for as many steps as the big runs: glibc keeps freed batches and grows
+        # that slack with the steps taken, so fewer steps would make the slack look like data
+        steps_big = math.ceil(split_sizes(args.like, args.scale)["train"] / BATCH) * args.epochs
+        epochs = math.ceil(steps_big / math.ceil(len(data["train"]) / BATCH)) if variant == "tiny" else args.epochs
         handle = (PrivateCopy if variant == "private" else DataHandle)(ray.put(data))
         del data
         _trim_heap()
@@ -229,13 +235,13 @@ def run_variant(variant: str, args, work: Path) -> dict:
             "model": {"name": "fsrf", "variant": "tiny"},
             "data": {"like": args.like},
             "scenario": {"kind": "intra", "levels": [0.0]},
-            "train": {"epochs": args.epochs, "batch_size": BATCH, "eval_batch_size": BATCH, "seed": 1,
+            "train": {"epochs": epochs, "batch_size": BATCH, "eval_batch_size": BATCH, "seed": 1,
                       "eval_test": False, "select_metric": "MAE"},
             "resources": {"workers": 1, "cpus_per_worker": 1},
         }
         jobs = {f"seed{s}": Job({**base, "train": {**base["train"], "seed": s}}) for s in range(args.trials)}
         tr = TuneRun(work / "tune", f"memory-{variant}", TrialResources(1, 1.0, 0.0), max_concurrent=args.trials)
-        tune_mod._trial = make_held_trial(str(sync), args.epochs)  # TuneRun.tuner wraps this one
+        tune_mod._trial = make_held_trial(str(sync), epochs)  # TuneRun.tuner wraps this one
         errors: list[BaseException] = []
 
         def fit():
@@ -273,6 +279,8 @@ def run_variant(variant: str, args, work: Path) -> dict:
         if errors:
             raise RuntimeError(f"{variant}: {errors[0]}")
         return {"variant": variant, "dataset_bytes": nbytes, "trials": args.trials, "seconds_to_ready": ready_s,
+                "epochs": epochs, "training_steps": epochs * math.ceil(
+                    (split_sizes(args.like, TINY_SCALE if variant == "tiny" else args.scale)["train"]) / BATCH),
                 "trimmed": trimmed, "as_is": as_is}
     finally:
         ray.shutdown()
