@@ -223,8 +223,9 @@ def run_variant(variant: str, args, work: Path) -> dict:
         nbytes = sum({id(s): s.nbytes for s in data.splits.values()}.values())  # tiny: one split, thrice
         # the baseline trains for as many steps as the big runs: glibc keeps freed batches and grows
         # that slack with the steps taken, so fewer steps would make the slack look like data
+        steps_per_epoch = math.ceil(len(data["train"]) / BATCH)
         steps_big = math.ceil(split_sizes(args.like, args.scale)["train"] / BATCH) * args.epochs
-        epochs = math.ceil(steps_big / math.ceil(len(data["train"]) / BATCH)) if variant == "tiny" else args.epochs
+        epochs = math.ceil(steps_big / steps_per_epoch) if variant == "tiny" else args.epochs
         handle = (PrivateCopy if variant == "private" else DataHandle)(ray.put(data))
         del data
         _trim_heap()
@@ -279,8 +280,7 @@ def run_variant(variant: str, args, work: Path) -> dict:
         if errors:
             raise RuntimeError(f"{variant}: {errors[0]}")
         return {"variant": variant, "dataset_bytes": nbytes, "trials": args.trials, "seconds_to_ready": ready_s,
-                "epochs": epochs, "training_steps": epochs * math.ceil(
-                    (split_sizes(args.like, TINY_SCALE if variant == "tiny" else args.scale)["train"]) / BATCH),
+                "epochs": epochs, "training_steps": epochs * steps_per_epoch,
                 "trimmed": trimmed, "as_is": as_is}
     finally:
         ray.shutdown()
