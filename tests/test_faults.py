@@ -251,3 +251,48 @@ def test_a_fatal_trial_error_is_not_retried_and_stops_the_run(tmp_path, ray_clus
     assert len(rows) == 1 and rows[0]["fatal"]  # one attempt, no retry
     assert not list((tmp_path / "tune" / "retrain").glob("*/error.txt"))
     assert time.perf_counter() - t0 < 60
+
+
+def test_divergence_is_flagged(tmp_path):
+    """A validation or test MAE beyond the label range's width (6 on -3..3) is flagged: trials.csv's
+    'diverged' column, best.json's list, the console, and a note in the report."""
+    from raymsa.report.load import diverged_notes, read_study_json
+    from raymsa.study.config import load_study
+    from raymsa.study.runner import StudyRunner
+
+    study, spaces, _ = load_study("fsrf_sweep", smoke=True)
+    lines = []
+    runner = StudyRunner(study, spaces, tmp_path, resume=False, log=lines.append)
+    runner.label_range = (-3.0, 3.0)
+    rows = [{"trial_id": "a", "objective": 1.4}, {"trial_id": "b", "objective": 77.4},
+            {"trial_id": "c", "objective": float("nan")}]
+    assert runner.flag_diverged(rows) == ["b"]
+    assert [r["diverged"] for r in rows] == [False, True, False]
+    assert any("1 trial(s) diverged" in ln and "b" in ln for ln in lines)
+
+    (tmp_path / "study.json").write_text(json.dumps({
+        "name": "s", "dataset": "mosi", "models": ["fsrf"], "seeds": [1],
+        "scenarios": [{"name": "intra", "kind": "intra", "levels": [0.0]}]}))
+    (tmp_path / "search" / "fsrf__intra").mkdir(parents=True)
+    (tmp_path / "search" / "fsrf__intra" / "best.json").write_text(json.dumps({"diverged_trials": ["b"]}))
+    results = pd.DataFrame([
+        {"model": "fsrf", "scenario": "intra", "seed": 1, "split": "test", "metric": "MAE", "value": 77.4},
+        {"model": "fsrf", "scenario": "intra", "seed": 2, "split": "test", "metric": "MAE", "value": 1.4}])
+    notes = diverged_notes(tmp_path, read_study_json(tmp_path / "study.json"), results)
+    assert len(notes) == 2 and "search/fsrf__intra: 1 trial(s)" in notes[0]
+    assert "run fsrf__intra__seed1: test MAE up to 77.4" in notes[1]
+
+
+def test_too_little_free_space_is_refused_before_anything(tmp_path, capsys, monkeypatch):
+    from raymsa.faults import FatalError, check_free_space
+
+    monkeypatch.setenv("RAYMSA_MIN_FREE_MB", str(10**12))  # more than any disk has
+    storage = tmp_path / "results"
+    rc = study_main(["fsrf_sweep", "--smoke", "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "MiB free" in err and str(storage) in err
+    assert not storage.exists()
+    with pytest.raises(FatalError, match="retrain"):
+        check_free_space(tmp_path, "retrain")  # what each phase calls first
+    monkeypatch.setenv("RAYMSA_MIN_FREE_MB", "1")
+    check_free_space(tmp_path, "retrain")

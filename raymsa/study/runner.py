@@ -179,6 +179,20 @@ class StudyRunner:
                      f"{lo:g}..{hi:g}): {', '.join(out)}; see trials.csv (column 'diverged')")
         return out
 
+    def warn_diverged_runs(self, jobs: dict[str, Job]) -> None:
+        """The console's warning for runs whose test MAE left the label range (the report flags them too)."""
+        import pandas as pd
+
+        bad = []
+        for name, job in jobs.items():
+            rows = pd.read_csv(job.final_eval["out_csv"])
+            mae = rows[(rows["metric"] == "MAE") & (rows["split"] == "test")]["value"]
+            if len(mae) and self.diverged(float(mae.max())):
+                bad.append(f"{name} (test MAE up to {mae.max():.3g})")
+        if bad:
+            self.log(f"[raymsa]   warning: {len(bad)} run(s) diverged, their predictions left the label range: "
+                     f"{', '.join(bad)}; the report flags them")
+
     def retrain_jobs(self, bests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Job]:
         """Every (model, scenario, seed) run whose eval.csv is not there yet."""
         s = self.study
@@ -213,6 +227,7 @@ class StudyRunner:
         missing = [name for name in jobs if not Path(jobs[name].final_eval["out_csv"]).exists()]
         if missing:
             raise RuntimeError(f"retrain: no results for {missing}")
+        self.warn_diverged_runs(jobs)
         self.log(f"[raymsa]   retrain done in {time.perf_counter() - t0:.0f}s")
 
     def run(self) -> None:
