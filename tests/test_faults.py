@@ -29,25 +29,40 @@ def _study(storage, *extra):
     return [sys.executable, "-m", "raymsa.study", "fsrf_sweep", "--storage", str(storage), *TINY, *extra]
 
 
-def _descendants(pid: int) -> list:
-    import psutil
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process, from /proc (Linux)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(d.name)] = (int(fields[1]), fields[19])  # ppid, starttime
+    return out
 
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its start time (a pid reused later is another process)."""
+    table, found, todo = _proc_table(), {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, start) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
 
 
-def _alive(procs) -> list:
-    import psutil
-
+def _alive(procs: dict[int, str]) -> list[str]:
     out = []
-    for p in procs:
+    for pid, start in procs.items():
         try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            pass
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            out.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
     return out
 
 
@@ -148,9 +163,13 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
     }
 
 
-def test_bad_data_is_refused_before_ray_with_nothing_written(tmp_path, capsys):
-    import ray
+def test_bad_data_is_refused_before_ray_with_nothing_written(tmp_path, capsys, monkeypatch):
+    import raymsa.study.__main__ as cli
 
+    def no_ray(address):
+        raise AssertionError("Ray was started for a study whose data is bad")
+
+    monkeypatch.setattr(cli, "start_ray", no_ray)
     storage = tmp_path / "results"
     for name, (value, says) in _bad_files(tmp_path).items():
         rc = study_main(["fsrf_sweep", "--smoke", "--storage", str(storage), "--set", f"data.path={value}"])
@@ -158,7 +177,6 @@ def test_bad_data_is_refused_before_ray_with_nothing_written(tmp_path, capsys):
         assert rc == 2, (name, err)
         assert says in err and (not value or value in err), (name, err)
         assert not storage.exists(), name  # nothing written, not even the study folder
-    assert not ray.is_initialized()
     assert not (tmp_path / "pwned").exists()
 
 

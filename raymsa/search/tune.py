@@ -99,7 +99,7 @@ def _quiet_exit_unraisable(unraisable, _default=sys.__unraisablehook__) -> None:
 def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
     import logging
 
-    if not os.environ.get("TMP_NOHOOK"): sys.unraisablehook = _quiet_exit_unraisable
+    sys.unraisablehook = _quiet_exit_unraisable
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
