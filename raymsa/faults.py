@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 # below this much free space on the study's storage a phase is not started (checkpoints of every
@@ -74,8 +75,11 @@ def fatal_cause(exc: BaseException, storage: str | Path | None = None) -> str | 
         if f"{name}:" in text:
             line = next(ln for ln in reversed(text.splitlines()) if f"{name}:" in ln)
             return line.strip()
-    # torch.save and others report a full disk as a RuntimeError with no errno: look at the disk
-    if storage is not None and free_bytes(storage) < min_free_bytes():
-        return (f"no space left on device: {storage} ({free_bytes(storage) / 2**20:.0f} MiB free; "
-                f"{type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''})")
+    # torch.save and others report a full disk as a RuntimeError with no errno: look at the disks
+    # a trial writes to (the study's storage; the temporary folder its checkpoints are staged in)
+    for where in ([storage] if storage is not None else []) + [tempfile.gettempdir()]:
+        if free_bytes(where) < min_free_bytes():
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            return (f"no space left on device: {where} ({free_bytes(where) / 2**20:.0f} MiB free; "
+                    f"{type(exc).__name__}: {last})")
     return None

@@ -314,3 +314,15 @@ def test_too_little_free_space_is_refused_before_anything(tmp_path, capsys, monk
         check_free_space(tmp_path, "retrain")  # what each phase calls first
     monkeypatch.setenv("RAYMSA_MIN_FREE_MB", "1")
     check_free_space(tmp_path, "retrain")
+
+
+def test_an_error_on_a_full_disk_is_fatal(tmp_path, monkeypatch):
+    """torch.save on a full disk raises a RuntimeError without errno: the free space tells."""
+    from raymsa.faults import fatal_cause
+
+    err = RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file")
+    monkeypatch.setenv("RAYMSA_MIN_FREE_MB", "1")
+    assert fatal_cause(err, tmp_path) is None
+    monkeypatch.setenv("RAYMSA_MIN_FREE_MB", str(10**12))
+    cause = fatal_cause(err, tmp_path)
+    assert cause.startswith(f"no space left on device: {tmp_path}") and "PytorchStreamWriter" in cause
