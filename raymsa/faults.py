@@ -42,7 +42,7 @@ def check_free_space(path: str | Path, phase: str) -> None:
     free, need = free_bytes(path), min_free_bytes()
     if free < need:
         raise FatalError(f"{path}: only {free / 2**20:.0f} MiB free on its file system, {need / 2**20:.0f} MiB "
-                         f"needed to start the {phase} phase (RAYMSA_MIN_FREE_MB sets the threshold); "
+                         f"needed before the {phase} (RAYMSA_MIN_FREE_MB sets the threshold); "
                          f"free some space or pass --storage on another disk")
 
 

@@ -100,6 +100,11 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
     import logging
 
     sys.unraisablehook = _quiet_exit_unraisable
+    # With reuse_actors Tune gives the next trial this actor only if the previous trial's thread ends
+    # within TUNE_FUNCTION_THREAD_TIMEOUT_S (read here, in the actor, at each reset; default 2 s); a
+    # DDP trial's driver tearing down its TorchTrainer on a busy machine takes longer, and the next
+    # trial then failed with "Trainable runner reuse requires reset_config() ..." (no retry)
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
@@ -317,7 +322,7 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
     if len(rows) < trials:
         abnormal.append(f"{trials - len(rows)} never started")
     if abnormal:
-        errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error][:3]
+        errors = [(str(r.error).strip().splitlines() or [type(r.error).__name__])[-1] for r in grid if r.error][:3]
         raise RuntimeError(f"search {tr.name}: not every trial ended normally ({', '.join(abnormal)})"
                            f"{'; first errors: ' + str(errors) if errors else ''}; no best config written "
                            f"(Tune run in {tr.path})")
@@ -338,8 +343,8 @@ def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: boo
     tr.raise_if_fatal()
     errors = [r.error for r in grid if r.error]
     if errors:
-        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(jobs)} runs failed: {str(errors[0]).strip().splitlines()[-1]} "
-                           f"(Tune run in {tr.path})")
+        last = (str(errors[0]).strip().splitlines() or [type(errors[0]).__name__])[-1]
+        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(jobs)} runs failed: {last} (Tune run in {tr.path})")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

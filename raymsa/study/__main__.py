@@ -104,7 +104,7 @@ def _main(args) -> int:
         return 2
     out = (Path(args.storage) / study.name).resolve()
     try:
-        check_free_space(out, "start")
+        check_free_space(out, "study")
     except FatalStudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -114,6 +114,9 @@ def _main(args) -> int:
         lock.acquire()
     except StudyBusy as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a read-only storage
+        print(f"error: {e.filename or out}: cannot create the study folder: {e.strerror}", file=sys.stderr)
         return 2
     try:
         if holds_results(out) and not args.resume:
