@@ -101,10 +101,9 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
 
     sys.unraisablehook = _quiet_exit_unraisable
     # With reuse_actors Tune gives the next trial this actor only if the previous trial's thread ends
-    # within TUNE_FUNCTION_THREAD_TIMEOUT_S (read here, in the actor, at each reset; default 2 s); a
-    # DDP trial's driver tearing down its TorchTrainer on a busy machine takes longer, and the next
-    # trial then failed with "Trainable runner reuse requires reset_config() ..." (no retry)
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+    # within TUNE_FUNCTION_THREAD_TIMEOUT_S (read here, in the actor, at each reset; default 2 s),
+    # else the next trial fails with no retry: leave a stopped trial's thread time on a busy machine
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
@@ -237,6 +236,14 @@ class TuneRun:
     def path(self) -> Path:
         return self.storage / self.name
 
+    @property
+    def reuse_actors(self) -> bool:
+        # A multi-worker trial's driver thread must tear down its TorchTrainer before Tune can reuse
+        # its actor, which takes longer than Tune waits: the next trial then failed ("Trainable runner
+        # reuse requires reset_config() to be implemented and return True"). Their start-up is the
+        # TorchTrainer's anyway (15-20 s), so only one-worker trials reuse actors.
+        return self.resources.workers == 1
+
     def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
               tune_config: tune.TuneConfig, resume: bool, shown: list[str] = (), total: int | None = None,
               epochs: int | None = None) -> tune.Tuner:
@@ -291,7 +298,7 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
                               grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
     tuner = tr.tuner(TrialSpec({"search": Job(base)}), data, tune_config=tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=trials,
-        max_concurrent_trials=tr.max_concurrent, reuse_actors=True), resume=resume, shown=list(space.params),
+        max_concurrent_trials=tr.max_concurrent, reuse_actors=tr.reuse_actors), resume=resume, shown=list(space.params),
         total=trials, epochs=epochs)
     grid = tuner.fit()
     tr.raise_if_fatal()
@@ -337,7 +344,7 @@ def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: boo
     """Run every job once (a grid of trials, as many at a time as the slots allow); each job's
     final evaluation writes its own file."""
     tuner = tr.tuner(TrialSpec(jobs), data, param_space={"job": tune.grid_search(sorted(jobs))},
-                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=True),
+                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=tr.reuse_actors),
                      resume=resume, shown=["job"], total=len(jobs))
     grid = tuner.fit()
     tr.raise_if_fatal()
