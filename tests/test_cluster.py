@@ -65,6 +65,16 @@ def test_cluster_yaml_is_a_valid_launcher_config():
     assert any("/mnt/efs" in c for c in cfg["initialization_commands"])
     # worker nodes must reach the dashboard's State API (Train releases stopped trials' workers)
     assert any("--dashboard-host=0.0.0.0" in c for c in cfg["head_start_ray_commands"])
+    # ... which is safe only inside a security group that admits SSH from outside and nothing else
+    # (the launcher adds SSH and all-within-the-group itself; declared extra rules open more)
+    sg = cfg["provider"]["security_group"]
+    assert sg["GroupName"]
+    assert all(r.get("FromPort") == 22 == r.get("ToPort") or "IpRanges" not in r for r in sg.get("IpPermissions", []))
+    assert not any("SecurityGroupIds" in t["node_config"] for t in types.values()), "would bypass the group"
+    bad = yaml.safe_load(CLUSTER_YAML.read_text())
+    bad["provider"]["security_group"]["GroupNme"] = "x"
+    with pytest.raises(Exception, match="GroupNme"):
+        _prepared(bad)
     # the header tells how to use it
     header = CLUSTER_YAML.read_text().split("\ncluster_name:")[0]
     for command in ("ray up cluster.yaml", "ray exec cluster.yaml", "ray dashboard cluster.yaml",

@@ -490,4 +490,29 @@ def load_study(dir: str | Path) -> StudyResults:
             if (m, sc.name) not in best and not any(x.startswith(f"search/{m}__{sc.name}/") for x in missing):
                 missing.append(f"search {m}__{sc.name}: no best.json")
 
+    notes.extend(diverged_notes(d, study, results))
     return StudyResults(dir=d, study=study, results=results, best=best, missing=missing, notes=notes)
+
+
+# labels of the MMSA sets lie in [-3, 3] (MOSI, MOSEI) or [-1, 1] (SIMS): an MAE beyond the range's
+# width is worse than any constant inside it, so the predictions left the range: training diverged
+LABEL_SPAN = {"mosi": 6.0, "mosei": 6.0, "sims": 2.0}
+
+
+def diverged_notes(d: Path, study: Study, results: pd.DataFrame) -> list[str]:
+    """Search trials (best.json 'diverged_trials') and runs (test MAE) whose MAE left the label range."""
+    span = LABEL_SPAN.get(study.dataset)
+    out = []
+    for f in sorted((d / "search").glob("*/best.json")) if (d / "search").is_dir() else []:
+        ids = _read_json(f).get("diverged_trials") or []
+        if ids:
+            out.append(f"diverged: search/{f.parent.name}: {len(ids)} trial(s) with valid MAE beyond the label "
+                       f"range ({', '.join(map(str, ids))}; search/{f.parent.name}/trials.csv, column 'diverged')")
+    if span is None:
+        return out
+    mae = results[(results["split"] == "test") & (results["metric"] == "MAE")]
+    for (m, sc, seed), v in mae.groupby(["model", "scenario", "seed"], sort=False)["value"].max().items():
+        if v > span:
+            out.append(f"diverged: run {m}__{sc}__seed{seed}: test MAE up to {v:.3g}, beyond the label range's "
+                       f"width {span:g}; its numbers are in the tables but mean nothing")
+    return out

@@ -12,7 +12,9 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from raymsa.train.session import TuneSession
 # a node with workers. Every node that may host a driver declares it (ray.init / cluster.yaml).
 DRIVER_RESOURCE = "raymsa_driver"
 METRIC = "best_objective"
+FATAL = "fatal"  # a trial's last report carries this key when it failed in a way no retry can fix
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,44 @@ class _TrialSession(TuneSession):
         super().report({**metrics, "node_id": self.node_id}, checkpoint_dir)
 
 
+def _quiet_exit_unraisable(unraisable, _default=sys.__unraisablehook__) -> None:
+    # Ray's worker turns the SIGTERM that ends a stopped trial's actor into SystemExit(1); when it
+    # lands inside a weakref callback Python prints "Exception ignored in: <function WeakSet...>
+    # ... SystemExit: 1" for every trial ASHA stops. That is an ordinary exit, not an error.
+    if isinstance(unraisable.exc_value, SystemExit):
+        return
+    _default(unraisable)
+
+
 def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
     import logging
 
+    sys.unraisablehook = _quiet_exit_unraisable
+    # With reuse_actors Tune gives the next trial this actor only if the previous trial's thread ends
+    # within TUNE_FUNCTION_THREAD_TIMEOUT_S (read here, in the actor, at each reset; default 2 s),
+    # else the next trial fails with no retry: leave a stopped trial's thread time on a busy machine
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
+    # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    try:
+        _train(config, spec, data, storage)
+    except Exception as e:
+        from raymsa.faults import fatal_cause
+
+        cause = fatal_cause(e, Path(storage).parent)
+        if cause is None:
+            raise  # Tune retries it from its last checkpoint (a lost node, a killed worker)
+        # Tune retries every trial error up to max_failures times and has no way to mark one as
+        # final: report it instead, and FatalStopper ends the whole run (run_search/run_jobs raise)
+        tune.report({METRIC: math.nan, FATAL: cause})
+
+
+def _train(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
     from raymsa.missing import ScenarioConfig
     from raymsa.train.config import parse_train_config
     from raymsa.train.loop import FinalEval, run
 
-    # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     params = dict(config)
     job = spec.jobs[params.pop("job", "search")]
     cfg = parse_train_config(apply_params(job.base, params), "trial config")
@@ -117,10 +148,15 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
 
 
 class TrialLines(tune.Callback):
-    """One terminal line per finished trial instead of Tune's per-epoch tables."""
+    """One terminal line per ended trial instead of Tune's per-epoch tables, and a progress line
+    (done / total, elapsed, time left estimated from the finished trials). It also records how each
+    trial ended, which Tune's results do not say: `ended[trial_id]` is 'completed' (its function
+    returned), 'stopped' (the scheduler stopped it), 'error' or 'fatal'."""
 
-    def __init__(self, name: str, params: list[str]):
-        self.name, self.params = name, params
+    def __init__(self, name: str, params: list[str], total: int | None = None, epochs: int | None = None):
+        self.name, self.params, self.total, self.epochs = name, params, total, epochs
+        self.ended: dict[str, str] = {}
+        self.t0 = time.perf_counter()
 
     def _params(self, trial) -> str:
         return ", ".join(f"{k.split('.')[-1]}={trial.config[k]:.3g}" if isinstance(trial.config.get(k), float)
@@ -128,11 +164,61 @@ class TrialLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
-        print(f"[raymsa]   {self.name} {trial.trial_id}: valid {r.get(METRIC, math.nan):.4f} after "
-              f"{r.get('epoch', 0)} epoch(s) ({self._params(trial)})", flush=True)
+        if r.get(FATAL):
+            self.ended[trial.trial_id] = "fatal"
+            print(f"[raymsa]   {self.name} {trial.trial_id}: FAILED, not retried: {r[FATAL]}", flush=True)
+        elif not r:
+            self.ended[trial.trial_id] = "stopped"  # never started: the run was stopped
+            return
+        else:
+            # Tune marks the last result `done` whether the function returned or ASHA stopped it
+            epoch = r.get("epoch", 0)
+            stopped = self.epochs is not None and epoch < self.epochs
+            self.ended[trial.trial_id] = "stopped" if stopped else "completed"
+            how = f"stopped after {epoch} of {self.epochs} epochs" if stopped else f"after {epoch} epoch(s)"
+            print(f"[raymsa]   {self.name} {trial.trial_id}: valid {r.get(METRIC, math.nan):.4f} {how} "
+                  f"({self._params(trial)})", flush=True)
+        self._progress(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[raymsa]   {self.name} {trial.trial_id}: FAILED ({trial.error_file or 'see Tune logs'})", flush=True)
+        self.ended[trial.trial_id] = "error"
+        # the study's storage, not Ray's session folder (error_file points there)
+        where = Path(trial.path) / "error.txt" if trial.path else "see Tune logs"
+        print(f"[raymsa]   {self.name} {trial.trial_id}: FAILED ({where})", flush=True)
+        self._progress(trials)
+
+    def _progress(self, trials) -> None:
+        if not self.total:
+            return
+        done = len(self.ended)
+        elapsed = time.perf_counter() - self.t0
+        left = ""
+        if 0 < done < self.total:
+            # wall time per finished trial so far (slots included), over the trials still to go
+            left = f", about {_clock(elapsed / done * (self.total - done))} left"
+        print(f"[raymsa]   {self.name}: {done}/{self.total} trials done, {_clock(elapsed)} elapsed{left}",
+                 flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class FatalStopper(tune.Stopper):
+    """Ends the whole Tune run as soon as a trial reports a failure no retry can fix."""
+
+    def __init__(self):
+        self.causes: list[str] = []
+
+    def __call__(self, trial_id, result):
+        if result.get(FATAL):
+            self.causes.append(str(result[FATAL]))
+            return True
+        return False
+
+    def stop_all(self):
+        return bool(self.causes)
 
 
 @dataclass
@@ -142,13 +228,25 @@ class TuneRun:
     resources: TrialResources
     max_concurrent: int
     max_failures: int = 2
+    # set by tuner(): how each trial ended, and the failures that stopped the run
+    lines: TrialLines | None = field(default=None, init=False)
+    stopper: FatalStopper | None = field(default=None, init=False)
 
     @property
     def path(self) -> Path:
         return self.storage / self.name
 
+    @property
+    def reuse_actors(self) -> bool:
+        # A multi-worker trial's driver thread must tear down its TorchTrainer before Tune can reuse
+        # its actor, which takes longer than Tune waits: the next trial then failed ("Trainable runner
+        # reuse requires reset_config() to be implemented and return True"). Their start-up is the
+        # TorchTrainer's anyway (15-20 s), so only one-worker trials reuse actors.
+        return self.resources.workers == 1
+
     def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
-              tune_config: tune.TuneConfig, resume: bool, shown: list[str] = ()) -> tune.Tuner:
+              tune_config: tune.TuneConfig, resume: bool, shown: list[str] = (), total: int | None = None,
+              epochs: int | None = None) -> tune.Tuner:
         trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, storage=str(self.path)),
                                         self.resources.for_tune())
         if resume and self.path.exists():
@@ -159,15 +257,23 @@ class TuneRun:
             while self.path.with_name(f"{self.name}.interrupted-{k}").exists():
                 k += 1
             self.path.rename(self.path.with_name(f"{self.name}.interrupted-{k}"))
+        self.lines = TrialLines(self.name.split("__")[0], list(shown), total, epochs)
+        self.stopper = FatalStopper()
         return tune.Tuner(
             trainable, param_space=param_space or {}, tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=self.name, storage_path=str(self.storage),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=0, callbacks=[TrialLines(self.name.split("__")[0], list(shown))],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), stop=self.stopper,
+                verbose=0, callbacks=[self.lines],
             ),
         )
+
+    def raise_if_fatal(self) -> None:
+        if self.stopper is not None and self.stopper.causes:
+            from raymsa.faults import FatalError
+
+            raise FatalError(f"{self.name}: {self.stopper.causes[0]} (not retried; Tune run in {self.path})")
 
 
 def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
@@ -192,23 +298,41 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
                               grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
     tuner = tr.tuner(TrialSpec({"search": Job(base)}), data, tune_config=tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=trials,
-        max_concurrent_trials=tr.max_concurrent, reuse_actors=True), resume=resume, shown=list(space.params))
+        max_concurrent_trials=tr.max_concurrent, reuse_actors=tr.reuse_actors), resume=resume, shown=list(space.params),
+        total=trials, epochs=epochs)
     grid = tuner.fit()
+    tr.raise_if_fatal()
 
-    rows, done = [], []
+    rows, done, abnormal = [], [], []
     for r in grid:
         params = {k: r.config.get(k) for k in space.params}
-        value = (r.metrics or {}).get(METRIC, math.nan)
+        metrics = r.metrics or {}
+        value = metrics.get(METRIC, math.nan)
         value = math.nan if value is None else float(value)
-        status = "ERROR" if r.error else "DONE"
-        rows.append({"trial_id": (r.metrics or {}).get("trial_id", Path(r.path).name), "status": status,
-                     "objective": value, "epochs": (r.metrics or {}).get("epoch", 0),
+        trial_id = metrics.get("trial_id", Path(r.path).name)
+        epochs = metrics.get("epoch", 0) or 0
+        ended = tr.lines.ended.get(trial_id) if tr.lines else None
+        # DONE only for a trial that ended normally (its function returned, or the scheduler stopped
+        # it) after at least one epoch; anything else (an interrupted run's trials) is no result
+        if r.error:
+            status = "ERROR"
+        elif ended in ("completed", "stopped") and epochs >= 1 and not math.isnan(value):
+            status = "DONE"
+        else:
+            status = "INCOMPLETE"
+        rows.append({"trial_id": trial_id, "status": status, "objective": value, "epochs": epochs,
                      **{f"config/{k}": v for k, v in params.items()}})
-        if not r.error and not math.isnan(value):
+        if status == "DONE":
             done.append((params, value))
-    if not done:
-        errors = [str(r.error).splitlines()[-1] for r in grid if r.error][:3]
-        raise RuntimeError(f"search {tr.name}: no trial finished; first errors: {errors}")
+        else:
+            abnormal.append(f"{trial_id} {status}")
+    if len(rows) < trials:
+        abnormal.append(f"{trials - len(rows)} never started")
+    if abnormal:
+        errors = [(str(r.error).strip().splitlines() or [type(r.error).__name__])[-1] for r in grid if r.error][:3]
+        raise RuntimeError(f"search {tr.name}: not every trial ended normally ({', '.join(abnormal)})"
+                           f"{'; first errors: ' + str(errors) if errors else ''}; no best config written "
+                           f"(Tune run in {tr.path})")
     best_params, best_value = (min if mode == "min" else max)(done, key=lambda pv: pv[1])
     return {
         "params": best_params, "value": best_value, "trials": rows,
@@ -220,12 +344,14 @@ def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: boo
     """Run every job once (a grid of trials, as many at a time as the slots allow); each job's
     final evaluation writes its own file."""
     tuner = tr.tuner(TrialSpec(jobs), data, param_space={"job": tune.grid_search(sorted(jobs))},
-                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=True),
-                     resume=resume, shown=["job"])
+                     tune_config=tune.TuneConfig(max_concurrent_trials=tr.max_concurrent, reuse_actors=tr.reuse_actors),
+                     resume=resume, shown=["job"], total=len(jobs))
     grid = tuner.fit()
+    tr.raise_if_fatal()
     errors = [r.error for r in grid if r.error]
     if errors:
-        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(jobs)} runs failed: {str(errors[0]).splitlines()[-1]}")
+        last = (str(errors[0]).strip().splitlines() or [type(errors[0]).__name__])[-1]
+        raise RuntimeError(f"{tr.name}: {len(errors)} of {len(jobs)} runs failed: {last} (Tune run in {tr.path})")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -4,6 +4,9 @@ NAME is a file in studies/ (fsrf_sweep, senti_ifusion_sweep, compare) or a path 
 For each scenario: search each model's loss weights and temperatures (Optuna in Ray Tune, on
 validation), retrain the best config with every seed, test it on the scenario's grid and under
 every other scenario; then write the report to <storage>/<name>/report/.
+
+Exit codes: 0 finished; 1 a phase failed (what finished is kept); 2 refused before anything ran
+(bad study, flag or data; the folder is in use or needs --resume); 130 interrupted (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -12,12 +15,55 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
 from raymsa.config import ConfigError
 from raymsa.data import DataError
+from raymsa.study import guard
+from raymsa.study.guard import (FatalStudyError, StudyBusy, StudyLock, check_free_space, describe_failure,
+                                holds_results, install_signal_handlers, was_interrupted)
+
+EXIT_INTERRUPTED = 130
+
+
+def start_ray(address: str | None):
+    """The study's one ray.init (a local Ray, or the cluster at `address`); returns its context."""
+    import ray
+
+    from raymsa.search.tune import DRIVER_RESOURCE
+
+    try:
+        if address:
+            return ray.init(address=address)
+        try:
+            return ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
+        except ValueError:
+            # Ray found a running cluster to join (`ray start` on this machine, e.g. a cluster's
+            # head, or RAY_ADDRESS), and refuses resources for it: join it as it is
+            ctx = ray.init()
+            print("[raymsa] joined the Ray cluster running on this machine (--address picks another)")
+            return ctx
+    finally:
+        # ray.init replaces the driver's SIGTERM handler with a bare sys.exit: take it back
+        install_signal_handlers()
+
+
+def quiet_third_party() -> None:
+    """Keep the console to the study's own lines and real warnings."""
+    # Tune's own progress tables and snapshot warnings are long; our phase and trial lines say enough
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune would take SIGINT for itself, end the run "gracefully" and hand back the interrupted
+    # trials as results (then best.json was written from them); the study handles it instead
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    import optuna
+
+    # "A new study created in memory with name: no-name-..." for every search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,74 +78,114 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a study field, e.g. --set search.trials=4 (repeatable)")
     args = p.parse_args(argv)
 
-    from raymsa.study.config import load_study
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install_signal_handlers()
+    guard.received = None
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # our handler's Interrupted, or what Ray made of it
+        print("[raymsa] interrupted; rerun with --resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
+
+def _main(args) -> int:
+    from raymsa.study.config import load_study
+    from raymsa.study.runner import StudyRunner
+
+    # everything the study needs is checked before Ray starts and before anything is written
     try:
         study, spaces, path = load_study(args.name, smoke=args.smoke, overrides=args.overrides)
+        data = StudyRunner.check_data(study)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
     out = (Path(args.storage) / study.name).resolve()
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        print(f"error: {out} already holds results of this study; pass --resume to continue it, "
-              f"or --storage DIR for a fresh one (nothing was deleted)", file=sys.stderr)
+    try:
+        check_free_space(out, "study")
+    except FatalStudyError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, out / "study.yaml")
 
+    lock = StudyLock(out)
+    try:
+        lock.acquire()
+    except StudyBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a read-only storage
+        print(f"error: {e.filename or out}: cannot create the study folder: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        if holds_results(out) and not args.resume:
+            print(f"error: {out} already holds results of this study; pass --resume to continue it, "
+                  f"or --storage DIR for a fresh one (nothing was deleted)", file=sys.stderr)
+            return 2
+        return _run(args, study, spaces, path, data, out)
+    finally:
+        lock.release()
+
+
+def _run(args, study, spaces, path: Path, data, out: Path) -> int:
     import ray
 
     from raymsa.report.__main__ import main as report_main
-    from raymsa.search.tune import DRIVER_RESOURCE
     from raymsa.study.runner import StudyRunner
 
-    # Tune's own progress tables and snapshot warnings are long; our phase and trial lines say enough
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    shutil.copyfile(path, out / "study.yaml")
+    quiet_third_party()
     t0 = time.perf_counter()
-    if args.address:
-        if args.address.startswith("ray://"):
-            print(f"[raymsa] warning: with ray:// this process is the study's driver: it writes {out} here "
-                  f"while trials write theirs on the cluster's nodes, so that folder must be the same shared "
-                  f"storage on both sides; otherwise run the study on the head (docs/cluster.md)", file=sys.stderr)
-        ctx = ray.init(address=args.address)
-    else:
-        try:
-            ctx = ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
-        except ValueError:
-            # Ray found a running cluster to join (`ray start` on this machine, e.g. a cluster's
-            # head, or RAY_ADDRESS), and refuses resources for it: join it as it is
-            ctx = ray.init()
-            print("[raymsa] joined the Ray cluster running on this machine (--address picks another)")
-    dashboard = getattr(ctx, "dashboard_url", None)
-    print(f"[raymsa] study {study.name} ({path})")
-    print(f"[raymsa] results:     {out}")
-    print(f"[raymsa] TensorBoard: tensorboard --logdir {out / 'tune'}")
-    print(f"[raymsa] Ray dashboard: {'http://' + dashboard if dashboard else 'not running'}", flush=True)
-
-    runner = StudyRunner(study, spaces, out, resume=args.resume)
+    if args.address and args.address.startswith("ray://"):
+        print(f"[raymsa] warning: with ray:// this process is the study's driver: it writes {out} here "
+              f"while trials write theirs on the cluster's nodes, so that folder must be the same shared "
+              f"storage on both sides; otherwise run the study on the head (docs/cluster.md)", file=sys.stderr)
     failed: BaseException | None = None
     try:
+        ctx = start_ray(args.address)
+        dashboard = getattr(ctx, "dashboard_url", None)
+        print(f"[raymsa] study {study.name} ({path})")
+        print(f"[raymsa] results:     {out}")
+        print(f"[raymsa] TensorBoard: tensorboard --logdir {out / 'tune'}")
+        print(f"[raymsa] Ray dashboard: {'http://' + dashboard if dashboard else 'not running'}", flush=True)
+        runner = StudyRunner(study, spaces, out, resume=args.resume)
+        runner.load_data(data)
+        del data
         runner.run()
     except (ConfigError, DataError) as e:
+        _shutdown(ray)
+        if was_interrupted():
+            raise KeyboardInterrupt from e
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BaseException as e:  # noqa: BLE001 - report what finished, then fail loudly
         failed = e
-    finally:
-        ray.shutdown()
+    _shutdown(ray)
+    if was_interrupted(failed):
+        # an interrupt is never a result: no report from a half-done phase, exit 130
+        raise KeyboardInterrupt from failed
 
     # the report is rebuilt from stored files alone, also after a failure (what finished shows)
     report_rc = report_main([str(out)])
     minutes = (time.perf_counter() - t0) / 60
     if failed is not None:
-        print(f"[raymsa] study stopped after {minutes:.1f} min: {type(failed).__name__}: {failed}\n"
-              f"[raymsa] finished phases are kept; rerun with --resume to continue", file=sys.stderr)
+        print(f"[raymsa] finished phases are kept; rerun with --resume to continue once the cause is fixed\n"
+              f"[raymsa] study stopped after {minutes:.1f} min: {describe_failure(failed, out)}",
+              file=sys.stderr)
         return 1
     print(f"[raymsa] study {study.name} finished in {minutes:.1f} min")
     return 0 if report_rc == 0 else 1
+
+
+def _shutdown(ray) -> None:
+    """Stop this driver's Ray (a local one entirely) even if a second signal arrives meanwhile."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ray.shutdown()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml, parse
+from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml
 from raymsa.missing import ScenarioConfig
 from raymsa.search.space import SearchSpace, load_space
 from raymsa.train.config import DataConfig, LoopConfig, parse_train_config
@@ -109,6 +109,33 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """`--set KEY=` with nothing after '=' would parse as null and silently mean the default
+    (`--set data.path=` ran on the synthetic data): refuse it."""
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if eq and not value.strip():
+            raise ConfigError(f"--set {item}: empty value for {key.strip()}; give a value "
+                              f"(or {key.strip()}=null for none)")
+
+
+def blame_overrides(err: ValidationError, source: str, overrides: list[str]) -> str:
+    """Each validation error attributed to the --set flag that set its key, else to the study file."""
+    keys = {item.partition("=")[0].strip(): item for item in overrides}
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if not loc and msg.startswith("Value error, ") and ":" in msg:
+            # a check across fields (StudyConfig._check) names its key at the start of the message
+            loc, msg = msg[len("Value error, "):].split(":", 1)
+            msg = msg.strip()
+        flag = next((item for k, item in keys.items()
+                     if loc and (loc == k or loc.startswith(k + ".") or k.startswith(loc + "."))), None)
+        lines.append(f"--set {flag}: {loc}: {msg}" if flag else f"{source}: {loc or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
 def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> tuple[StudyConfig, dict[str, SearchSpace], Path]:
     """Parse a study and every search space it names, and check each space against the training
     config it will be applied to. Returns (study, spaces by model, study file)."""
@@ -121,8 +148,12 @@ def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> 
             raise ConfigError(f"{source}: smoke: --smoke needs a 'smoke' overlay mapping in the study file")
         raw = deep_merge(raw, overlay)
         raw["name"] = f"{raw.get('name', path.stem)}-smoke"
+    check_overrides(overrides)
     apply_overrides(raw, list(overrides), source="--set")
-    study = parse(StudyConfig, raw, source)
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(blame_overrides(e, source, overrides)) from None
 
     spaces: dict[str, SearchSpace] = {}
     for model, entry in study.models.items():

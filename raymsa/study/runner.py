@@ -19,8 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 
+from raymsa.data import DataError, MMSAData
+from raymsa.faults import check_free_space
 from raymsa.metrics import METRIC_DIRECTION
 from raymsa.search.space import SearchSpace
 from raymsa.search.space import apply_params
@@ -44,6 +47,7 @@ class StudyRunner:
         self.data: DataHandle | None = None
         self.dataset = ""
         self.data_source = ""
+        self.label_range: tuple[float, float] | None = None
 
     # ---- layout ---------------------------------------------------------------------------------
     def search_dir(self, model: str, scenario: str) -> Path:
@@ -64,11 +68,32 @@ class StudyRunner:
         return max(1, int(cpus // per_trial))
 
     # ---- phases ---------------------------------------------------------------------------------
-    def load_data(self) -> None:
+    @staticmethod
+    def check_data(study: StudyConfig) -> MMSAData:
+        """Load and check the study's data before Ray starts and before anything is written: a bad
+        path or file is a DataError naming it (the safe unpickler and the schema check of load_mmsa)."""
+        path = study.data.path
+        if path is not None:
+            if not str(path).strip():
+                raise DataError("data.path: empty path; leave data.path out (null) for the embedded synthetic data")
+            p = Path(path).expanduser()
+            if not p.exists():
+                raise DataError(f"{path}: no such file (data.path)")
+            if p.is_dir():
+                raise DataError(f"{path}: is a directory, not an MMSA pickle file (data.path)")
+            if not p.is_file():
+                raise DataError(f"{path}: not a regular file (data.path)")
+            if p.stat().st_size == 0:
+                raise DataError(f"{path}: empty file (data.path)")
+        return study.data.load()
+
+    def load_data(self, data: MMSAData | None = None) -> None:
         t0 = time.perf_counter()
-        data = self.study.data.load()
+        data = self.study.data.load() if data is None else data
         self.dataset = self.study.data.dataset or data.dataset
         self.data_source = data.source
+        labels = np.concatenate([data[split].labels for split in ("train", "valid")])
+        self.label_range = (float(labels.min()), float(labels.max()))
         # one copy in the object store; trials on a node all map it (see DataHandle)
         self.data = DataHandle(ray.put(data))
         self.log(f"[raymsa] data: {data.source} ({self.dataset}, {data.nbytes / 2**20:.0f} MiB) "
@@ -76,6 +101,15 @@ class StudyRunner:
 
     def write_manifest(self) -> None:
         s = self.study
+        now = dt.datetime.now().isoformat(timespec="seconds")
+        created, resumed = now, []
+        old = self.out / "study.json"
+        if self.resume and old.exists():
+            try:  # a resumed study keeps when it was created and adds when it was resumed
+                prev = json.loads(old.read_text())
+                created, resumed = prev.get("created", now), list(prev.get("resumed", [])) + [now]
+            except (OSError, ValueError):
+                pass
         write_json_atomic(self.out / "study.json", {
             "name": s.name, "dataset": self.dataset, "data_source": self.data_source,
             "models": list(s.models), "reference_model": s.reference_model, "seeds": s.seeds,
@@ -84,7 +118,7 @@ class StudyRunner:
             "objective": {"metric": s.search.objective,
                           "mode": "max" if METRIC_DIRECTION[s.search.objective] else "min",
                           "summary": "mean over the validation grid"},
-            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "created": created, "resumed": resumed,
             "config": s.model_dump(mode="json"),
         })
 
@@ -100,6 +134,7 @@ class StudyRunner:
         name = f"search__{model}__{scenario.label}"
         self.log(f"[raymsa] search {model} under {scenario.label}: {s.search.trials} trials, "
                  f"{s.train.epochs} epochs max (ASHA), objective valid {s.search.objective} ({mode})")
+        check_free_space(self.out, f"search of {model} under {scenario.label}")
         t0 = time.perf_counter()
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
         slots = min(self.max_concurrent(), s.search.max_concurrent or math.inf)
@@ -110,16 +145,53 @@ class StudyRunner:
             grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
             seed=s.search.seed, mode=mode, optuna_storage=optuna_url,
             study_name=f"{s.name}__{model}__{scenario.label}", resume=self.resume)
+        diverged = self.flag_diverged(found["trials"])
         best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"]),
                 "params": found["params"],
                 "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},
                 "importances": found["importances"], "n_trials": len(found["trials"]),
-                "search_seconds": round(time.perf_counter() - t0, 1)}
+                "search_seconds": round(time.perf_counter() - t0, 1), "diverged_trials": diverged}
         write_csv_atomic(self.search_dir(model, scenario.label) / "trials.csv", found["trials"])
         write_json_atomic(best_path, best)
         self.log(f"[raymsa]   best valid {s.search.objective} {found['value']:.4f} with {found['params']} "
                  f"({best['search_seconds']}s)")
         return best
+
+    def diverged(self, mae: float) -> bool:
+        """A validation MAE beyond the width of the label range (6 on MOSI's -3..3) is worse than any
+        constant inside the range: the model's predictions left the range, i.e. training diverged."""
+        if self.label_range is None or not math.isfinite(mae):
+            return False
+        return mae > self.label_range[1] - self.label_range[0]
+
+    def flag_diverged(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Mark each trial row `diverged` (MAE objectives only) and warn on the console."""
+        if self.study.search.objective != "MAE":
+            return []
+        out = []
+        for r in rows:
+            r["diverged"] = self.diverged(float(r.get("objective", math.nan)))
+            if r["diverged"]:
+                out.append(str(r["trial_id"]))
+        if out:
+            lo, hi = self.label_range
+            self.log(f"[raymsa]   warning: {len(out)} trial(s) diverged (valid MAE beyond the label range "
+                     f"{lo:g}..{hi:g}): {', '.join(out)}; see trials.csv (column 'diverged')")
+        return out
+
+    def warn_diverged_runs(self, jobs: dict[str, Job]) -> None:
+        """The console's warning for runs whose test MAE left the label range (the report flags them too)."""
+        import pandas as pd
+
+        bad = []
+        for name, job in jobs.items():
+            rows = pd.read_csv(job.final_eval["out_csv"])
+            mae = rows[(rows["metric"] == "MAE") & (rows["split"] == "test")]["value"]
+            if len(mae) and self.diverged(float(mae.max())):
+                bad.append(f"{name} (test MAE up to {mae.max():.3g})")
+        if bad:
+            self.log(f"[raymsa]   warning: {len(bad)} run(s) diverged, their predictions left the label range: "
+                     f"{', '.join(bad)}; the report flags them")
 
     def retrain_jobs(self, bests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Job]:
         """Every (model, scenario, seed) run whose eval.csv is not there yet."""
@@ -148,16 +220,19 @@ class StudyRunner:
             return
         self.log(f"[raymsa] retrain: {len(jobs)} runs (best config of each model and scenario x seeds "
                  f"{self.study.seeds}), each tested on {'every scenario' if self.study.cross_scenario else 'its scenario'}")
+        check_free_space(self.out, "retrain")
         t0 = time.perf_counter()
         run_jobs(jobs, self.data, TuneRun(self.tune_dir, "retrain", self.trial_resources, self.max_concurrent()),
                  resume=self.resume)
         missing = [name for name in jobs if not Path(jobs[name].final_eval["out_csv"]).exists()]
         if missing:
             raise RuntimeError(f"retrain: no results for {missing}")
+        self.warn_diverged_runs(jobs)
         self.log(f"[raymsa]   retrain done in {time.perf_counter() - t0:.0f}s")
 
     def run(self) -> None:
-        self.load_data()
+        if self.data is None:
+            self.load_data()
         self.write_manifest()
         bests = {(model, scenario.label): self.search(model, scenario)
                  for scenario in self.study.scenarios for model in self.study.models}
