@@ -64,15 +64,24 @@ class StudyRunner:
         return max(1, int(cpus // per_trial))
 
     # ---- phases ---------------------------------------------------------------------------------
+    @property
+    def arrays_root(self) -> Path:
+        # beside the study folders, on the same storage: a cluster's nodes all see it (EFS), and
+        # every study of that storage reuses one conversion of a file
+        return self.out.parent / ".arrays"
+
     def load_data(self) -> None:
+        """Convert the data file to memory-mappable .npy once (raymsa.data.arrays); the driver then
+        holds none of it, and each trial maps the rows it uses from the node's page cache."""
+        from raymsa.data.arrays import prepare_arrays
+
         t0 = time.perf_counter()
-        data = self.study.data.load()
-        self.dataset = self.study.data.dataset or data.dataset
-        self.data_source = data.source
-        # one copy in the object store; trials on a node all map it (see DataHandle)
-        self.data = DataHandle(ray.put(data))
-        self.log(f"[raymsa] data: {data.source} ({self.dataset}, {data.nbytes / 2**20:.0f} MiB) "
-                 f"loaded in {time.perf_counter() - t0:.1f}s and shared through the object store")
+        arrays = prepare_arrays(self.study.data, self.arrays_root, log=self.log)
+        self.dataset = self.study.data.dataset or arrays.dataset
+        self.data_source = arrays.source
+        self.data = DataHandle(folder=str(arrays.path))
+        self.log(f"[raymsa] data: {arrays.source} ({self.dataset}, {arrays.nbytes / 2**20:.0f} MiB) ready in "
+                 f"{time.perf_counter() - t0:.1f}s; trials memory-map {arrays.path}")
 
     def write_manifest(self) -> None:
         s = self.study
