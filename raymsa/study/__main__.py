@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from raymsa.report.__main__ import main as report_main
     from raymsa.search.tune import DRIVER_RESOURCE
+    from raymsa.study.cluster import start_ray
     from raymsa.study.runner import StudyRunner
 
     # Tune's own progress tables and snapshot warnings are long; our phase and trial lines say enough
@@ -64,15 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[raymsa] warning: with ray:// this process is the study's driver: it writes {out} here "
                   f"while trials write theirs on the cluster's nodes, so that folder must be the same shared "
                   f"storage on both sides; otherwise run the study on the head (docs/cluster.md)", file=sys.stderr)
-        ctx = ray.init(address=args.address)
-    else:
-        try:
-            ctx = ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
-        except ValueError:
-            # Ray found a running cluster to join (`ray start` on this machine, e.g. a cluster's
-            # head, or RAY_ADDRESS), and refuses resources for it: join it as it is
-            ctx = ray.init()
-            print("[raymsa] joined the Ray cluster running on this machine (--address picks another)")
+    # loopback-only unless joining a cluster; a running `ray start` here is joined as it is
+    ctx = start_ray(args.address, resources={DRIVER_RESOURCE: 1000})
     dashboard = getattr(ctx, "dashboard_url", None)
     print(f"[raymsa] study {study.name} ({path})")
     print(f"[raymsa] results:     {out}")
