@@ -84,28 +84,37 @@ def prepare_arrays(data_cfg, root: Path, log=None) -> ArrayFolder:
             return open_folder(folder)
         t0 = time.perf_counter()
         data = data_cfg.load()
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        meta: dict[str, Any] = {"format": FORMAT, "dataset": data_cfg.dataset or data.dataset,
-                                "source": data.source, "nbytes": data.nbytes, "splits": {}}
-        try:
-            for name in SPLITS:
-                split = data.splits.pop(name)
-                meta["splits"][name] = {"n": len(split), "ids": split.ids, "raw_text": split.raw_text,
-                                        "arrays": [a for a in ARRAYS if getattr(split, a) is not None]}
-                for a in meta["splits"][name]["arrays"]:
-                    np.save(tmp / f"{name}.{a}.npy", np.ascontiguousarray(getattr(split, a)))
-                    setattr(split, a, None)  # the last reference: freed now, not at the end
-                del split
-            del data
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        nbytes, source = data.nbytes, data.source
+        write_arrays(data, folder, dataset=data_cfg.dataset)
+        del data
         if log is not None:
-            log(f"[raymsa] data: converted {meta['source']} ({meta['nbytes'] / 2**20:.0f} MiB) to {folder} "
+            log(f"[raymsa] data: converted {source} ({nbytes / 2**20:.0f} MiB) to {folder} "
                 f"in {time.perf_counter() - t0:.1f}s (done once per file; trials memory-map it)")
+    return open_folder(folder)
+
+
+def write_arrays(data: MMSAData, folder: Path, dataset: str | None = None) -> ArrayFolder:
+    """Write `data` as a folder of .npy files, atomically; each array leaves `data` (and, when that
+    was its last reference, memory) once it is on disk, so `data` is empty afterwards."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    meta: dict[str, Any] = {"format": FORMAT, "dataset": dataset or data.dataset, "source": data.source,
+                            "nbytes": data.nbytes, "splits": {}}
+    try:
+        for name in SPLITS:
+            split = data.splits.pop(name)
+            meta["splits"][name] = {"n": len(split), "ids": split.ids, "raw_text": split.raw_text,
+                                    "arrays": [a for a in ARRAYS if getattr(split, a) is not None]}
+            for a in meta["splits"][name]["arrays"]:
+                np.save(tmp / f"{name}.{a}.npy", np.ascontiguousarray(getattr(split, a)))
+                setattr(split, a, None)  # freed now, not at the end: the peak stays one copy
+            del split
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return open_folder(folder)
 
 
