@@ -34,13 +34,30 @@ FATAL = "fatal"  # a trial's last report carries this key when it failed in a wa
 
 @dataclass(frozen=True)
 class DataHandle:
-    """Carries the dataset's object-store ref into trials, so every trial (and every Train worker)
-    maps the one copy on its node instead of receiving a private one."""
+    """Carries the dataset into trials so that every trial (and every Train worker) maps the one
+    copy on its node instead of receiving a private one.
 
-    ref: ray.ObjectRef
+    The study's handle names a folder of .npy files (raymsa.data.arrays) that each trial
+    memory-maps: the node's page cache holds the one copy, the driver holds none, and a trial reads
+    only the rows it uses. A handle made from an object-store ref (tests, benchmarks, data built in
+    memory) maps the node's copy in the store instead."""
+
+    ref: ray.ObjectRef | None = None
+    folder: str | None = None
 
     def get(self):
+        if self.folder is not None:
+            from raymsa.data.arrays import open_arrays
+
+            return open_arrays(self.folder)
         return ray.get(self.ref)
+
+    @property
+    def store_bytes(self) -> int:
+        """What this handle keeps in Ray's object store (a folder handle: nothing)."""
+        if self.folder is not None or self.ref is None:
+            return 0
+        return int(ray.get(self.ref).nbytes)
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,7 @@ def _train(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
         # The Train run (checkpoints, result.json) goes under the Tune experiment, on storage every
         # node sees: the trial's own folder (get_trial_dir) is local to the node of this driver,
         # while rank 0 runs on another node and writes there
-        fit_distributed(cfg, data.ref, storage_path=Path(storage) / "train",
+        fit_distributed(cfg, data if data.folder is not None else data.ref, storage_path=Path(storage) / "train",
                         name=tune.get_context().get_trial_id(), final_eval=fe,
                         callbacks=[TuneReportCallback()], verbose=spec.verbose)
 

@@ -30,22 +30,13 @@ EXIT_INTERRUPTED = 130
 
 
 def start_ray(address: str | None):
-    """The study's one ray.init (a local Ray, or the cluster at `address`); returns its context."""
-    import ray
-
+    """The study's one ray.init (raymsa.study.cluster: a loopback-only local Ray, or the cluster at
+    `address`); returns its context."""
     from raymsa.search.tune import DRIVER_RESOURCE
+    from raymsa.study import cluster
 
     try:
-        if address:
-            return ray.init(address=address)
-        try:
-            return ray.init(include_dashboard=True, resources={DRIVER_RESOURCE: 1000})
-        except ValueError:
-            # Ray found a running cluster to join (`ray start` on this machine, e.g. a cluster's
-            # head, or RAY_ADDRESS), and refuses resources for it: join it as it is
-            ctx = ray.init()
-            print("[raymsa] joined the Ray cluster running on this machine (--address picks another)")
-            return ctx
+        return cluster.start_ray(address, resources={DRIVER_RESOURCE: 1000})
     finally:
         # ray.init replaces the driver's SIGTERM handler with a bare sys.exit: take it back
         install_signal_handlers()
@@ -98,7 +89,7 @@ def _main(args) -> int:
     # everything the study needs is checked before Ray starts and before anything is written
     try:
         study, spaces, path = load_study(args.name, smoke=args.smoke, overrides=args.overrides)
-        data = StudyRunner.check_data(study)
+        data = StudyRunner.check_data(study, StudyRunner.arrays_root_for(Path(args.storage).resolve() / study.name))
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -132,6 +123,7 @@ def _run(args, study, spaces, path: Path, data, out: Path) -> int:
     import ray
 
     from raymsa.report.__main__ import main as report_main
+    from raymsa.study.cluster import ClusterError
     from raymsa.study.runner import StudyRunner
 
     shutil.copyfile(path, out / "study.yaml")
@@ -153,7 +145,7 @@ def _run(args, study, spaces, path: Path, data, out: Path) -> int:
         runner.load_data(data)
         del data
         runner.run()
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, ClusterError) as e:
         _shutdown(ray)
         if was_interrupted():
             raise KeyboardInterrupt from e

@@ -10,16 +10,19 @@ from pydantic import Field, ValidationError, model_validator
 
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml
 from raymsa.missing import ScenarioConfig
+from raymsa.resources import packaged_dir, resolve_named, resolve_path
 from raymsa.search.space import SearchSpace, load_space
 from raymsa.train.config import DataConfig, LoopConfig, parse_train_config
 
-ROOT = Path(__file__).resolve().parents[2]
-STUDIES_DIR = ROOT / "studies"
-SPACES_DIR = ROOT / "search_spaces"
+# the packaged folders: the installed package's copies, or a checkout's top-level folders
+STUDIES_DIR = packaged_dir("studies")
+SPACES_DIR = packaged_dir("search_spaces")
 
 
 class ModelEntry(StrictModel):
-    search_space: str | None = Field(None, description="file in search_spaces/ (or a path); null = no search")
+    search_space: str | None = Field(None, description=(
+        "a search space: a name or path, looked up next to the study file first, then in the packaged "
+        "search_spaces/; null = no search"))
     config: dict[str, Any] = Field(default_factory=dict, description="model fields other than the defaults")
 
 
@@ -88,17 +91,6 @@ class StudyConfig(StrictModel):
         }
 
 
-def resolve_path(name: str, folder: Path, what: str, source: str = "") -> Path:
-    """A bare name is looked up in the project's folder ('fsrf_sweep' -> studies/fsrf_sweep.yaml)."""
-    p = Path(name)
-    candidates = [p, p.with_suffix(".yaml")] if p.suffix == "" else [p]
-    candidates += [folder / c.name for c in candidates]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise ConfigError(f"{source}{name}: no such {what} (looked in ., {folder})")
-
-
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in overlay.items():
@@ -139,7 +131,7 @@ def blame_overrides(err: ValidationError, source: str, overrides: list[str]) -> 
 def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> tuple[StudyConfig, dict[str, SearchSpace], Path]:
     """Parse a study and every search space it names, and check each space against the training
     config it will be applied to. Returns (study, spaces by model, study file)."""
-    path = resolve_path(name, STUDIES_DIR, "study file")
+    path = resolve_named(name, "studies", "study file")
     raw = load_yaml(path)
     source = str(path)
     if smoke:
@@ -161,7 +153,8 @@ def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> 
             base = study.base_train_config(model, scenario)
             parse_train_config(copy.deepcopy(base), f"{source}: models.{model}")
         if entry.search_space is not None:
-            space_path = resolve_path(entry.search_space, SPACES_DIR, "search space",
+            # a user's own study keeps its spaces beside it; the packaged ones are the fallback
+            space_path = resolve_path(entry.search_space, [path.parent, SPACES_DIR], "search space",
                                       source=f"{source}: models.{model}.search_space: ")
             space = load_space(space_path)
             space.validate_against(study.base_train_config(model, study.scenarios[0]), parse_train_config)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from raymsa.data import DataError, MMSAData
+from raymsa.data import DataError
+from raymsa.data.arrays import ArrayFolder, open_arrays, prepare_arrays
 from raymsa.faults import check_free_space
 from raymsa.metrics import METRIC_DIRECTION
 from raymsa.search.space import SearchSpace
@@ -69,9 +70,21 @@ class StudyRunner:
 
     # ---- phases ---------------------------------------------------------------------------------
     @staticmethod
-    def check_data(study: StudyConfig) -> MMSAData:
-        """Load and check the study's data before Ray starts and before anything is written: a bad
-        path or file is a DataError naming it (the safe unpickler and the schema check of load_mmsa)."""
+    def arrays_root_for(out: Path) -> Path:
+        # beside the study folders, on the same storage: a cluster's nodes all see it (EFS), and
+        # every study of that storage reuses one conversion of a file
+        return Path(out).parent / ".arrays"
+
+    @property
+    def arrays_root(self) -> Path:
+        return self.arrays_root_for(self.out)
+
+    @staticmethod
+    def check_data(study: StudyConfig, arrays_root: Path, log=print) -> ArrayFolder:
+        """Check the study's data before Ray starts and before anything of the study is written: a
+        bad path or file is a DataError naming it (the safe unpickler and the schema check of
+        load_mmsa run while the file is converted once to memory-mappable .npy, see
+        raymsa.data.arrays; a file converted before is not read again)."""
         path = study.data.path
         if path is not None:
             if not str(path).strip():
@@ -85,19 +98,23 @@ class StudyRunner:
                 raise DataError(f"{path}: not a regular file (data.path)")
             if p.stat().st_size == 0:
                 raise DataError(f"{path}: empty file (data.path)")
-        return study.data.load()
+        return prepare_arrays(study.data, arrays_root, log=log)
 
-    def load_data(self, data: MMSAData | None = None) -> None:
+    def load_data(self, arrays: ArrayFolder | None = None) -> None:
+        """Hand the trials the .npy folder of the data (converted by check_data, or here); the
+        driver holds none of it, and each trial maps the rows it uses from the node's page cache."""
         t0 = time.perf_counter()
-        data = self.study.data.load() if data is None else data
-        self.dataset = self.study.data.dataset or data.dataset
-        self.data_source = data.source
-        labels = np.concatenate([data[split].labels for split in ("train", "valid")])
+        if arrays is None:
+            arrays = self.check_data(self.study, self.arrays_root, log=self.log)
+        self.dataset = self.study.data.dataset or arrays.dataset
+        self.data_source = arrays.source
+        mapped = open_arrays(arrays.path)  # memory maps: reading the labels touches only their pages
+        labels = np.concatenate([mapped[split].labels for split in ("train", "valid")])
         self.label_range = (float(labels.min()), float(labels.max()))
-        # one copy in the object store; trials on a node all map it (see DataHandle)
-        self.data = DataHandle(ray.put(data))
-        self.log(f"[raymsa] data: {data.source} ({self.dataset}, {data.nbytes / 2**20:.0f} MiB) "
-                 f"loaded in {time.perf_counter() - t0:.1f}s and shared through the object store")
+        del mapped
+        self.data = DataHandle(folder=str(arrays.path))
+        self.log(f"[raymsa] data: {arrays.source} ({self.dataset}, {arrays.nbytes / 2**20:.0f} MiB) ready in "
+                 f"{time.perf_counter() - t0:.1f}s; trials memory-map {arrays.path}")
 
     def write_manifest(self) -> None:
         s = self.study

@@ -18,7 +18,7 @@ from raymsa.data import DataError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m raymsa.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); optional")
+    p.add_argument("config", nargs="?", help="YAML config: a path, or a name in the packaged configs/; optional")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.name=fsrf train.epochs=5")
     p.add_argument("--output", default="results/train", help="run folder (checkpoint, metrics, TensorBoard)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.config)
         args.config = None
 
+    from raymsa.resources import resolve_named
     from raymsa.train.config import load_train_config
 
     try:
+        if args.config is not None:
+            args.config = resolve_named(args.config, "configs", "training config")
         cfg = load_train_config(args.config, args.overrides)
         data = cfg.data.load()
     except (ConfigError, DataError) as e:

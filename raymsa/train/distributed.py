@@ -27,6 +27,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     data = loop_config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
+    elif callable(getattr(data, "get", None)):
+        data = data.get()  # a study's DataHandle: every worker memory-maps the node's one copy
     session = TrainSession(log_dir=loop_config.get("log_dir"))
     result = run(cfg, data, session, final_eval=loop_config.get("final_eval"),
                  verbose=loop_config.get("verbose", True))
@@ -58,7 +60,7 @@ def fit_distributed(cfg: TrainConfig, data: MMSAData | ray.ObjectRef, *, storage
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not isinstance(data, ray.ObjectRef):
+    if not isinstance(data, ray.ObjectRef) and not callable(getattr(data, "get", None)):
         data = ray.put(data)  # one copy in the object store, mapped by every worker of a node
     storage_path = Path(storage_path).resolve()
     run_dir = storage_path / name
