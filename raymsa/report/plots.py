@@ -201,3 +201,34 @@ def importances(model: str, bests: list[BestConfig], path: Path) -> bool:
     fig.suptitle(f"{model}: Optuna parameter importances per scenario", fontsize=11)
     _save(fig, path)
     return True
+
+
+def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
+    """Forest plot of comparisons.csv's MAE rows: paired difference and its 95 % interval per
+    (model, scenario, summary); left of 0 = lower MAE than the reference (effective robustness: right
+    of 0 = loses less)."""
+    c = comp[comp["metric"] == "MAE"] if not comp.empty else comp
+    if c.empty:
+        return False
+    panels = [("difference in MAE (model - reference)", c[c["summary"] != "effective robustness"]),
+              ("MAE effective robustness (positive = loses less)", c[c["summary"] == "effective robustness"])]
+    panels = [(t, d) for t, d in panels if not d.empty]
+    n = max(len(d) for _, d in panels)
+    fig = _new((6.0 * len(panels), 0.8 + 0.32 * n))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = {"better": "#2ca02c", "worse": "#d62728", "no detectable difference": "#555555"}
+    for ax, (title, d) in zip(axes, panels):
+        y = np.arange(len(d))[::-1]
+        for yi, (_, r) in zip(y, d.iterrows()):
+            lo, hi = r["ci_low"], r["ci_high"]
+            col = colors.get(r["verdict"], "#555555")
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [yi, yi], color=col, lw=2)
+            ax.plot([r["diff"]], [yi], "o", color=col)
+        ax.axvline(0.0, color="#999999", lw=1, ls="--")
+        ax.set_yticks(y, [f"{r['model']} · {r['scenario']} · {r['summary']}" for _, r in d.iterrows()], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"vs {res.study.reference_model}; 95 % paired bootstrap CI; "
+                      "green better, red worse, grey no detectable difference", fontsize=7)
+    _save(fig, path)
+    return True
