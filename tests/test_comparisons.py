@@ -108,3 +108,35 @@ def test_without_preds_only_seeds_are_resampled(tmp_path):
     w0 = (seeds_only["ci_high"] - seeds_only["ci_low"]).to_numpy()
     assert (w1 > w0).mean() > 0.8
     assert "not test samples (no preds.npz" in (d / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_tuning_curve_is_the_mean_best_over_every_subset(mode):
+    """Tang et al.'s estimator equals the exact mean (and std) of the best of every n-subset."""
+    import itertools
+
+    from raymsa.report.tuning import expected_best
+
+    v = np.random.default_rng(3).normal(size=7)
+    n, mean, std = expected_best(np.append(v, np.nan), mode)
+    best = min if mode == "min" else max
+    assert n.tolist() == list(range(1, 8))
+    for k in n:
+        b = [best(c) for c in itertools.combinations(v, k)]
+        assert mean[k - 1] == pytest.approx(np.mean(b)) and std[k - 1] == pytest.approx(np.std(b), abs=1e-7)
+
+
+def test_report_shows_tuning_curves_from_trials_csv(tmp_path):
+    d = make_study(tmp_path, {"good": 0.3, "ref": 1.0})
+    for m in ("good", "ref"):
+        sd = d / "search" / f"{m}__intra"
+        (sd / "repeat1").mkdir(parents=True)
+        pd.DataFrame({"trial": [1, 2, 3], "objective": [0.9, 0.8, 1.0]}).to_csv(sd / "trials.csv", index=False)
+        pd.DataFrame({"trial": [1], "objective": [0.7]}).to_csv(sd / "repeat1" / "trials.csv", index=False)
+    build_report(d)
+    t = pd.read_csv(d / "report" / "tuning.csv")
+    g = t[t.model == "good"].set_index("n_trials")
+    # repeats pooled: 4 trials; best of 1 = their mean, best of 4 = the minimum
+    assert g.loc[1, "expected_best"] == pytest.approx(0.85) and g.loc[4, "expected_best"] == pytest.approx(0.7)
+    assert (d / "report" / "plots" / "tuning.png").exists()
+    assert "(plots/tuning.png)" in (d / "report" / "report.md").read_text()

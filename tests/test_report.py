@@ -271,7 +271,7 @@ def test_html_self_contained_and_pngs_are_images(study):
     # curves x2, subset bars, 3 cross heatmaps, importances of fsrf, comparisons
     assert {p.name for p in pngs} == {"curves__intra.png", "curves__inter.png", "subset__subset.png",
                                       "cross__fsrf.png", "cross__senti_ifusion.png", "cross__late_fusion.png",
-                                      "importances__fsrf.png", "comparisons.png"}
+                                      "importances__fsrf.png", "comparisons.png", "tuning.png"}
     assert len(imgs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in imgs)
     md = (rep / "report.md").read_text()
     for p in pngs:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.compare import comparisons_frame, variance_sources
-from raymsa.report.plots import comparisons_plot, cross_heatmap, curves, importances, safe, subset_bars
+from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
 from raymsa.report.stats import Cube, robustness_frame, summarize
+from raymsa.report.tuning import tuning_frame
 from raymsa.report.tables import (best_config_tables, comparison_tables, cross_tables, importance_tables, level_tables,
                                   overall_table, robustness_tables, scenario_label, subset_tables,
                                   summary_facts)
@@ -61,7 +62,7 @@ def _header(res: StudyResults) -> list[Section]:
     return out
 
 
-def _sections(res: StudyResults, cube: Cube, rob, comp, plots: Path) -> list[Section]:
+def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> list[Section]:
     st = res.study
     secs = _header(res)
     secs.append(Section("Summary", [
@@ -126,6 +127,14 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, plots: Path) -> list[Sec
     defaults = [m for m in st.all_models if not any(k[0] == m for k in res.best)]
     if defaults:
         search.add("Run with their default configuration (no search): " + ", ".join(defaults) + ".")
+    if not tuning.empty:
+        f = plots / "tuning.png"
+        if tuning_curves(res, tuning, f):
+            search.add("Tuning curves (Dodge et al. 2019), per scenario and model:", Figure(
+                f"plots/{f.name}", "Expected best validation objective of a search of n trials, drawn without "
+                "replacement from the trials the search ran (trials.csv, all repeats pooled; Tang et al. 2020's "
+                "unbiased estimator of Dodge et al. 2019's curve), band ± one std. A curve still falling at the "
+                "last trial says more trials would have found a better configuration. Values in tuning.csv."))
     secs.append(search)
     imp = Section("Parameter importances (Optuna)")
     for t in importance_tables(res):
@@ -143,6 +152,7 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, plots: Path) -> list[Sec
         "summary.csv: mean, std (ddof=0), n_seeds per model, scenario, eval_scenario, level, split, metric",
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
         "comparisons.csv: each model minus the reference, paired, with bootstrap intervals, P(improvement), verdict, power",
+        "tuning.csv: expected best validation objective vs number of trials per model and scenario",
         "plots/: the figures of this report (PNG)",
         f"Regenerate: python -m raymsa.report {res.dir}",
     ])]))
@@ -160,7 +170,10 @@ def write_report(res: StudyResults, out: Path) -> None:
     rob.to_csv(out / "robustness.csv", index=False, na_rep="NaN")
     comp = comparisons_frame(res, cube)
     comp.to_csv(out / "comparisons.csv", index=False, na_rep="NaN")
-    secs = _sections(res, cube, rob, comp, plots)
+    tuning = tuning_frame(res)
+    if not tuning.empty:
+        tuning.to_csv(out / "tuning.csv", index=False, na_rep="NaN")
+    secs = _sections(res, cube, rob, comp, tuning, plots)
     title = f"Study report: {res.study.name}"
     (out / "report.md").write_text(to_markdown(title, secs))
     (out / "report.html").write_text(to_html(title, secs, out))

@@ -8,6 +8,7 @@ in `StudyResults.missing` / `StudyResults.notes` and the report says so.
 Layout read (DIR = <storage>/<study_name>/; everything else in DIR is ignored):
     DIR/study.json
     DIR/search/<model>__<scenario>/best.json
+    DIR/search/<model>__<scenario>/trials.csv, repeat<k>/trials.csv   (optional: tuning curves)
     DIR/runs/<model>__<scenario>__seed<S>/eval.csv
     DIR/runs/<model>__<scenario>__seed<S>/preds.npz      (optional: per-sample test predictions)
 """
@@ -181,6 +182,7 @@ class StudyResults:
     missing: list[str] = field(default_factory=list)  # expected things that are absent
     notes: list[str] = field(default_factory=list)  # other facts worth a reader's attention
     preds: dict[tuple[str, str, int], RunPreds] = field(default_factory=dict)  # (model, scenario, seed)
+    trials: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (model, scenario) -> trials.csv rows
 
     @property
     def test(self) -> pd.DataFrame:
@@ -369,6 +371,30 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# search/*/trials.csv
+# ---------------------------------------------------------------------------------------------
+
+def read_trials_csv(path: Path) -> pd.DataFrame:
+    """A search's trials: column 'objective' numeric (NaN allowed: a failed trial)."""
+    try:
+        raw = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ReportError(f"{path}: empty file (no header)") from None
+    except pd.errors.ParserError as e:
+        raise ReportError(f"{path}: not a valid CSV: {str(e).strip()}") from None
+    if "objective" not in raw.columns:
+        raise ReportError(f"{path}: missing column 'objective' (have: {', '.join(map(str, raw.columns))})")
+    obj = pd.to_numeric(raw["objective"], errors="coerce")
+    bad = obj.isna() & raw["objective"].notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ReportError(f"{path}: column 'objective' has a non-numeric value {raw['objective'].iloc[i]!r} "
+                          f"on line {i + 2}")
+    raw["objective"] = obj.astype("float64")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
 # runs/*/preds.npz
 # ---------------------------------------------------------------------------------------------
 
@@ -530,8 +556,14 @@ def load_study(dir: str | Path) -> StudyResults:
     best: dict[tuple[str, str], BestConfig] = {}
     search = d / "search"
     searched_models: set[str] = set()
+    trials: dict[tuple[str, str], pd.DataFrame] = {}
     if search.is_dir():
         for sd in sorted(p for p in search.glob("*") if p.is_dir()):
+            files = [sd / "trials.csv"] + sorted(sd.glob("repeat*/trials.csv"))
+            parts = [read_trials_csv(f).assign(repeat=0 if f.parent == sd else f.parent.name) for f in files
+                     if f.is_file()]
+            if parts and "__" in sd.name:
+                trials[tuple(sd.name.split("__", 1))] = pd.concat(parts, ignore_index=True)
             f = sd / "best.json"
             if not f.is_file():
                 missing.append(f"search/{sd.name}/best.json absent (search unfinished?)")
@@ -549,4 +581,4 @@ def load_study(dir: str | Path) -> StudyResults:
                 missing.append(f"search {m}__{sc.name}: no best.json")
 
     return StudyResults(dir=d, study=study, results=results, best=best, missing=missing, notes=notes,
-                        preds=preds)
+                        preds=preds, trials=trials)

@@ -232,3 +232,35 @@ def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
                       "green better, red worse, grey no detectable difference", fontsize=7)
     _save(fig, path)
     return True
+
+
+def tuning_curves(res: StudyResults, tuning, path: Path) -> bool:
+    """One panel per scenario: expected best validation objective vs trials, a line per model,
+    band = ± one std of the best of n (Dodge et al. 2019; Tang et al. 2020's unbiased estimator)."""
+    if tuning.empty:
+        return False
+    scen = [sc.name for sc in res.study.scenarios if sc.name in set(tuning["scenario"])]
+    if not scen:
+        return False
+    style = _style(res)
+    fig = _new((min(4.2 * len(scen), 14), 3.4))
+    axes = fig.subplots(1, len(scen), squeeze=False)[0]
+    obj = res.study.objective
+    for ax, sname in zip(axes, scen):
+        t = tuning[tuning["scenario"] == sname]
+        for m in res.study.all_models:
+            g = t[t["model"] == m]
+            if g.empty:
+                continue
+            st = style[m]
+            x, y, s = g["n_trials"].to_numpy(), g["expected_best"].to_numpy(), g["std"].to_numpy()
+            ax.plot(x, y, color=st["color"], ls=st["ls"], marker=st["marker"], ms=3, label=st["label"])
+            ax.fill_between(x, y - s, y + s, color=st["color"], alpha=0.15, lw=0)
+        ax.set_title(sname, fontsize=10)
+        ax.set_xlabel("trials")
+        ax.set_ylabel(f"expected best valid {obj.get('metric', 'objective')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Tuning curves: expected best validation objective of n trials (± std)", fontsize=11)
+    _save(fig, path)
+    return True
