@@ -27,6 +27,7 @@ the accuracies. F1 and Corr are not, and are left out of the table.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -158,6 +159,19 @@ def _sample_values(runs: list[RunPreds], levels: tuple[str, ...], metric: str, d
     return v.reshape(-1, S, L)
 
 
+@functools.lru_cache(maxsize=8)
+def _draws(S: int, N: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The bootstrap's draws: (B, S) resampled seed positions and (B, N) sample counts (None when
+    N = 0), from a fixed generator; the same for every row with the same S and N."""
+    rng = np.random.default_rng(seed)
+    seed_idx = rng.integers(0, S, size=(N_BOOT, S))
+    w = rng.multinomial(N, np.full(N, 1.0 / N), size=N_BOOT).astype(float) if N else None
+    for a in (seed_idx, w):
+        if a is not None:
+            a.setflags(write=False)  # shared between rows through the cache
+    return seed_idx, w
+
+
 def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenario, summ: Summary,
                 metric: str, seed: int = 0) -> dict | None:
     """One row of comparisons.csv, or None when the two models share no seed with every level."""
@@ -175,19 +189,15 @@ def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenari
     diff = float(d.mean())
     dir_better = True if summ.relative else higher  # effective robustness: positive = loses less
 
-    rng = np.random.default_rng(seed)
     S = len(seeds)
     runs_m = [res.preds.get((model, sc.name, s)) for s in seeds]
     runs_r = [res.preds.get((ref, sc.name, s)) for s in seeds]
     usable = (sample_terms(metric, np.zeros(1), np.zeros(1), dataset) is not None
               and all(r is not None and all(lv in r.preds for lv in summ.levels) for r in runs_m + runs_r)
               and all(np.array_equal(r.labels, runs_m[0].labels) for r in runs_m + runs_r))
-    seed_idx = rng.integers(0, S, size=(N_BOOT, S))  # (B, S) resampled seeds, shared by both models
-    n_samples = 0
+    n_samples = runs_m[0].labels.shape[0] if usable else 0
+    seed_idx, w = _draws(S, n_samples, seed)
     if usable:
-        N = runs_m[0].labels.shape[0]
-        n_samples = N
-        w = rng.multinomial(N, np.full(N, 1.0 / N), size=N_BOOT).astype(float)  # (B, N) shared indices
         vm = _sample_values(runs_m, summ.levels, metric, dataset, w)  # (B, S, L)
         vr = _sample_values(runs_r, summ.levels, metric, dataset, w)
         dboot = sign * (summ.fn(vm) - summ.fn(vr))  # (B, S)
