@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,26 +174,41 @@ class TuneRun:
 def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
                startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
                mode: str, optuna_storage: str | None = None, study_name: str | None = None,
-               resume: bool = False) -> dict[str, Any]:
-    """Optuna (TPE) inside Tune with ASHA on epochs. Returns the best trial and every trial."""
+               resume: bool = False, sampler: str = "tpe", pruning: bool = True) -> dict[str, Any]:
+    """Optuna (TPE, or random) inside Tune with successive halving on epochs. Returns the best trial
+    and every trial.
+
+    Reproducible at any concurrency: the sampler suggests `tr.max_concurrent` trials at a time, the
+    next batch only once the whole batch has finished (ConcurrencyLimiter(batch=True)), so each
+    suggestion rests on the same finished trials whatever the timing; and BatchedHalving compares a
+    trial at a rung only with trials of earlier batches (raymsa/search/halving.py)."""
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from raymsa.search.halving import BatchedHalving
 
     storage = None
     if optuna_storage:
         storage = optuna.storages.RDBStorage(optuna_storage)
-    searcher = OptunaSearch(
-        space=space.optuna_space(), metric=METRIC, mode=mode,
+    if sampler == "tpe":
         # TPE's default of 10 random start-up trials would make a small search purely random
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
+        ot_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+    elif sampler == "random":
+        ot_sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        raise ValueError(f"sampler must be 'tpe' or 'random', got {sampler!r}")
+    searcher = ConcurrencyLimiter(OptunaSearch(
+        space=space.optuna_space(), metric=METRIC, mode=mode, sampler=ot_sampler,
         storage=storage, study_name=study_name,
-    )
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=mode, max_t=epochs,
-                              grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
+    ), max_concurrent=tr.max_concurrent, batch=True)
+    scheduler = None
+    if pruning:
+        scheduler = BatchedHalving(metric=METRIC, mode=mode, max_t=epochs, grace_period=min(grace_period, epochs),
+                                   reduction_factor=reduction_factor, batch_size=tr.max_concurrent)
     tuner = tr.tuner(TrialSpec({"search": Job(base)}), data, tune_config=tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=trials,
-        max_concurrent_trials=tr.max_concurrent, reuse_actors=True), resume=resume, shown=list(space.params))
+        search_alg=searcher, scheduler=scheduler, num_samples=trials, reuse_actors=True),
+        resume=resume, shown=list(space.params))
     grid = tuner.fit()
 
     rows, done = [], []
@@ -201,7 +217,8 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         value = (r.metrics or {}).get(METRIC, math.nan)
         value = math.nan if value is None else float(value)
         status = "ERROR" if r.error else "DONE"
-        rows.append({"trial_id": (r.metrics or {}).get("trial_id", Path(r.path).name), "status": status,
+        rows.append({"trial": _creation_index(r.path), "trial_id": (r.metrics or {}).get("trial_id", Path(r.path).name),
+                     "status": status,
                      "objective": value, "epochs": (r.metrics or {}).get("epoch", 0),
                      **{f"config/{k}": v for k, v in params.items()}})
         if not r.error and not math.isnan(value):
@@ -209,11 +226,19 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
     if not done:
         errors = [str(r.error).splitlines()[-1] for r in grid if r.error][:3]
         raise RuntimeError(f"search {tr.name}: no trial finished; first errors: {errors}")
+    rows.sort(key=lambda r: (r["trial"], str(r["trial_id"])))  # the order the sampler suggested them
     best_params, best_value = (min if mode == "min" else max)(done, key=lambda pv: pv[1])
     return {
         "params": best_params, "value": best_value, "trials": rows,
         "importances": param_importances(space, done, "minimize" if mode == "min" else "maximize", seed),
     }
+
+
+def _creation_index(path: str) -> int:
+    """Tune's running number of a trial, from its folder name '_trial_<id>_<n>_<params>_<date>'
+    (trial ids are random; n counts trials in the order they were created, i.e. suggested)."""
+    m = re.match(r"^_?[^_]*_[0-9a-f]+_(\d+)", Path(path).name)
+    return int(m.group(1)) if m else -1
 
 
 def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: bool = False) -> None:
