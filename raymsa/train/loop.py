@@ -302,8 +302,9 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                       + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
                                  if m in next(iter(test.values()))), flush=True)
         if final_eval is not None:
-            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
+            # preds first: eval.csv marks a finished run (--resume), so a run with eval.csv has both
             write_final_preds(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
+            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
                      valid=best_valid, test=test, history=history, epochs_run=len(history))
