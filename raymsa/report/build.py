@@ -81,7 +81,8 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> 
             "would be (docs/report.md)."])
         f = plots / "comparisons.png"
         if comparisons_plot(res, comp, f):
-            c.add(Figure(f"plots/{f.name}", "MAE differences against the reference with 95 % paired bootstrap intervals."))
+            c.add(Figure(f"plots/{f.name}", "MAE differences against the reference with 95 % paired bootstrap "
+                                                 "intervals: green better, red worse, grey no detectable difference."))
         c.add(*comparison_tables(res, comp))
         secs.append(c)
 

@@ -228,8 +228,7 @@ def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
         ax.axvline(0.0, color="#999999", lw=1, ls="--")
         ax.set_yticks(y, [f"{r['model']} · {r['scenario']} · {r['summary']}" for _, r in d.iterrows()], fontsize=7)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(f"vs {res.study.reference_model}; 95 % paired bootstrap CI; "
-                      "green better, red worse, grey no detectable difference", fontsize=7)
+        ax.set_xlabel(f"vs {res.study.reference_model}, 95 % paired bootstrap CI", fontsize=8)
     _save(fig, path)
     return True
 
@@ -243,7 +242,7 @@ def tuning_curves(res: StudyResults, tuning, path: Path) -> bool:
     if not scen:
         return False
     style = _style(res)
-    fig = _new((min(4.2 * len(scen), 14), 3.4))
+    fig = _new((min(max(6.0, 4.2 * len(scen)), 14), 3.6))
     axes = fig.subplots(1, len(scen), squeeze=False)[0]
     obj = res.study.objective
     for ax, sname in zip(axes, scen):
@@ -261,6 +260,6 @@ def tuning_curves(res: StudyResults, tuning, path: Path) -> bool:
         ax.set_ylabel(f"expected best valid {obj.get('metric', 'objective')}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Tuning curves: expected best validation objective of n trials (± std)", fontsize=11)
+    fig.suptitle("Tuning curves: expected best of n trials (± std)", fontsize=11)
     _save(fig, path)
     return True
