@@ -231,7 +231,11 @@ def test_effective_robustness_sign_and_value(study):
     assert r.loc["fsrf", "mean_over_levels"] == pytest.approx(0.845, abs=1e-9)
     assert "subset" not in set(rob.scenario)  # no numeric levels, no curve summaries
     md = (study / "report" / "report.md").read_text()
-    assert "more robust than late_fusion (positive effective robustness): fsrf" in md
+    assert "intra, test MAE, fsrf vs late_fusion: effective robustness +1.800" in md
+    comp = pd.read_csv(study / "report" / "comparisons.csv").set_index(["model", "scenario", "summary", "metric"])
+    # the same number as robustness.csv (mean of per-seed ER = ER of the seed-mean curves, all seeds complete)
+    assert comp.loc[("fsrf", "intra", "effective robustness", "MAE"), "diff"] == pytest.approx(1.8, abs=1e-9)
+    assert comp.loc[("senti_ifusion", "intra", "effective robustness", "MAE"), "verdict"] == "worse"
 
 
 def test_cross_scenario_matrix(study):
@@ -264,10 +268,10 @@ def test_html_self_contained_and_pngs_are_images(study):
     assert 'src="http' not in html and "<link" not in html and "<script" not in html
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', html)
     pngs = sorted((rep / "plots").glob("*.png"))
-    # curves x2, subset bars, 3 cross heatmaps, importances of fsrf
+    # curves x2, subset bars, 3 cross heatmaps, importances of fsrf, comparisons
     assert {p.name for p in pngs} == {"curves__intra.png", "curves__inter.png", "subset__subset.png",
                                       "cross__fsrf.png", "cross__senti_ifusion.png", "cross__late_fusion.png",
-                                      "importances__fsrf.png"}
+                                      "importances__fsrf.png", "comparisons.png", "tuning.png"}
     assert len(imgs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in imgs)
     md = (rep / "report.md").read_text()
     for p in pngs:

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 from raymsa.report.load import ReportError, StudyResults, load_study
-from raymsa.report.plots import cross_heatmap, curves, importances, safe, subset_bars
+from raymsa.report.compare import comparisons_frame, variance_sources
+from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
 from raymsa.report.stats import Cube, robustness_frame, summarize
-from raymsa.report.tables import (best_config_tables, cross_tables, importance_tables, level_tables,
+from raymsa.report.tuning import tuning_frame
+from raymsa.report.tables import (best_config_tables, comparison_tables, cross_tables, importance_tables, level_tables,
                                   overall_table, robustness_tables, scenario_label, subset_tables,
                                   summary_facts)
 
@@ -60,14 +62,29 @@ def _header(res: StudyResults) -> list[Section]:
     return out
 
 
-def _sections(res: StudyResults, cube: Cube, rob, plots: Path) -> list[Section]:
+def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> list[Section]:
     st = res.study
     secs = _header(res)
     secs.append(Section("Summary", [
-        "Measured facts only, all on the test split; comparisons use mean over seeds with the "
-        "population std as the seed spread.",
-        Bullets(summary_facts(res, cube, rob) or ["No comparison could be computed from the results present."]),
+        "Measured facts only, all on the test split, from comparisons.csv: each model minus the "
+        "reference model, paired by seed, with a 95 % paired bootstrap interval; the verdict follows "
+        "from the interval. " + variance_sources(res),
+        Bullets(summary_facts(res, cube, rob, comp) or ["No comparison could be computed from the results present."]),
     ]))
+    if not comp.empty:
+        c = Section("Comparisons with the reference model", [
+            "Every row of comparisons.csv. Diff = mean over seeds of the paired per-seed difference; "
+            "interval = 95 % percentile bootstrap (2000 replicates) resampling seeds and test samples, the "
+            "same ones for both models; P(improvement) = rliable's probability that a seed of the model "
+            "beats a seed of the reference; MDE (80 %) = 2.80 × the bootstrap SE, the smallest difference "
+            "this study detects at 80 % power; Seeds needed = seeds at which the observed difference "
+            "would be (docs/report.md)."])
+        f = plots / "comparisons.png"
+        if comparisons_plot(res, comp, f):
+            c.add(Figure(f"plots/{f.name}", "MAE differences against the reference with 95 % paired bootstrap "
+                                                 "intervals: green better, red worse, grey no detectable difference."))
+        c.add(*comparison_tables(res, comp))
+        secs.append(c)
 
     for sc in st.scenarios:
         s = Section(f"Scenario {scenario_label(sc)}")
@@ -111,6 +128,14 @@ def _sections(res: StudyResults, cube: Cube, rob, plots: Path) -> list[Section]:
     defaults = [m for m in st.all_models if not any(k[0] == m for k in res.best)]
     if defaults:
         search.add("Run with their default configuration (no search): " + ", ".join(defaults) + ".")
+    if not tuning.empty:
+        f = plots / "tuning.png"
+        if tuning_curves(res, tuning, f):
+            search.add("Tuning curves (Dodge et al. 2019), per scenario and model:", Figure(
+                f"plots/{f.name}", "Expected best validation objective of a search of n trials, drawn without "
+                "replacement from the trials the search ran (trials.csv, all repeats pooled; Tang et al. 2020's "
+                "unbiased estimator of Dodge et al. 2019's curve), band ± one std. A curve still falling at the "
+                "last trial says more trials would have found a better configuration. Values in tuning.csv."))
     secs.append(search)
     imp = Section("Parameter importances (Optuna)")
     for t in importance_tables(res):
@@ -127,6 +152,8 @@ def _sections(res: StudyResults, cube: Cube, rob, plots: Path) -> list[Section]:
         "results.csv: every eval row (tidy, sorted)",
         "summary.csv: mean, std (ddof=0), n_seeds per model, scenario, eval_scenario, level, split, metric",
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
+        "comparisons.csv: each model minus the reference, paired, with bootstrap intervals, P(improvement), verdict, power",
+        "tuning.csv: expected best validation objective vs number of trials per model and scenario",
         "plots/: the figures of this report (PNG)",
         f"Regenerate: python -m raymsa.report {res.dir}",
     ])]))
@@ -142,7 +169,12 @@ def write_report(res: StudyResults, out: Path) -> None:
     cube = Cube(res, "test")
     rob = robustness_frame(res, cube, res.study.metrics)
     rob.to_csv(out / "robustness.csv", index=False, na_rep="NaN")
-    secs = _sections(res, cube, rob, plots)
+    comp = comparisons_frame(res, cube)
+    comp.to_csv(out / "comparisons.csv", index=False, na_rep="NaN")
+    tuning = tuning_frame(res)
+    if not tuning.empty:
+        tuning.to_csv(out / "tuning.csv", index=False, na_rep="NaN")
+    secs = _sections(res, cube, rob, comp, tuning, plots)
     title = f"Study report: {res.study.name}"
     (out / "report.md").write_text(to_markdown(title, secs))
     (out / "report.html").write_text(to_html(title, secs, out))

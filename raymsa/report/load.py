@@ -8,7 +8,9 @@ in `StudyResults.missing` / `StudyResults.notes` and the report says so.
 Layout read (DIR = <storage>/<study_name>/; everything else in DIR is ignored):
     DIR/study.json
     DIR/search/<model>__<scenario>/best.json
+    DIR/search/<model>__<scenario>/trials.csv, repeat<k>/trials.csv   (optional: tuning curves)
     DIR/runs/<model>__<scenario>__seed<S>/eval.csv
+    DIR/runs/<model>__<scenario>__seed<S>/preds.npz      (optional: per-sample test predictions)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 EVAL_COLUMNS: tuple[str, ...] = (
@@ -125,6 +128,7 @@ class Study:
     scenarios: tuple[Scenario, ...]
     objective: dict[str, str]
     created: str
+    search_repeats: int = 1  # independent searches per (model, scenario), repeat k paired with seeds[j], j % K == k
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -159,6 +163,16 @@ class BestConfig:
     source: Path
 
 
+@dataclass(frozen=True)
+class RunPreds:
+    """One run's per-sample test predictions under its own scenario (preds.npz)."""
+
+    labels: np.ndarray  # (N,)
+    index: np.ndarray  # (N,) position of each sample in the test split
+    preds: dict[str, np.ndarray]  # canonical level -> (N,) predictions
+    source: Path
+
+
 @dataclass
 class StudyResults:
     dir: Path
@@ -167,6 +181,8 @@ class StudyResults:
     best: dict[tuple[str, str], BestConfig]
     missing: list[str] = field(default_factory=list)  # expected things that are absent
     notes: list[str] = field(default_factory=list)  # other facts worth a reader's attention
+    preds: dict[tuple[str, str, int], RunPreds] = field(default_factory=dict)  # (model, scenario, seed)
+    trials: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (model, scenario) -> trials.csv rows
 
     @property
     def test(self) -> pd.DataFrame:
@@ -266,7 +282,16 @@ def read_study_json(path: Path) -> Study:
         scenarios=scenarios,
         objective={k: str(v) for k, v in obj.items()},
         created=str(d.get("created", "")),
+        search_repeats=_repeats(d, path),
     )
+
+
+def _repeats(d: dict, path: Path) -> int:
+    search = (d.get("config") or {}).get("search") or {}
+    k = search.get("repeats", 1) if isinstance(search, dict) else 1
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ReportError(f"{path}: key 'config.search.repeats': expected an integer >= 1, got {k!r}")
+    return k
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +371,60 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# search/*/trials.csv
+# ---------------------------------------------------------------------------------------------
+
+def read_trials_csv(path: Path) -> pd.DataFrame:
+    """A search's trials: column 'objective' numeric (NaN allowed: a failed trial)."""
+    try:
+        raw = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ReportError(f"{path}: empty file (no header)") from None
+    except pd.errors.ParserError as e:
+        raise ReportError(f"{path}: not a valid CSV: {str(e).strip()}") from None
+    if "objective" not in raw.columns:
+        raise ReportError(f"{path}: missing column 'objective' (have: {', '.join(map(str, raw.columns))})")
+    obj = pd.to_numeric(raw["objective"], errors="coerce")
+    bad = obj.isna() & raw["objective"].notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ReportError(f"{path}: column 'objective' has a non-numeric value {raw['objective'].iloc[i]!r} "
+                          f"on line {i + 2}")
+    raw["objective"] = obj.astype("float64")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# runs/*/preds.npz
+# ---------------------------------------------------------------------------------------------
+
+def read_preds_npz(path: Path, scenario: Scenario | None, scenario_name: str) -> RunPreds:
+    """The predictions of one run under its own scenario, checked (array names, shapes, finiteness)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise ReportError(f"{path}: not a readable .npz file: {e}") from None
+    for k in ("eval_scenario", "level", "pred", "labels", "index"):
+        if k not in arrays:
+            raise ReportError(f"{path}: missing array '{k}' (have: {', '.join(sorted(arrays))})")
+    pred, labels = arrays["pred"], arrays["labels"]
+    n = labels.shape[0] if labels.ndim == 1 else -1
+    if n < 1 or pred.ndim != 2 or pred.shape[1] != n or arrays["index"].shape != (n,):
+        raise ReportError(f"{path}: array 'pred' must be (K, N) with N = len(labels) = len(index); "
+                          f"got pred {pred.shape}, labels {labels.shape}, index {arrays['index'].shape}")
+    if arrays["eval_scenario"].shape != (pred.shape[0],) or arrays["level"].shape != (pred.shape[0],):
+        raise ReportError(f"{path}: arrays 'eval_scenario' and 'level' must have one entry per row of 'pred'")
+    if not (np.isfinite(pred).all() and np.isfinite(labels).all()):
+        raise ReportError(f"{path}: array 'pred' or 'labels' has non-finite values")
+    own = {}
+    for e, lv, p in zip(arrays["eval_scenario"].tolist(), arrays["level"].tolist(), pred):
+        if e == scenario_name:
+            own[scenario.canonical(lv) if scenario is not None else lv] = p.astype(np.float64)
+    return RunPreds(labels=labels.astype(np.float64), index=arrays["index"], preds=own, source=path)
+
+
+# ---------------------------------------------------------------------------------------------
 # The whole folder
 # ---------------------------------------------------------------------------------------------
 
@@ -396,6 +475,7 @@ def load_study(dir: str | Path) -> StudyResults:
 
     # --- eval rows
     frames = []
+    preds: dict[tuple[str, str, int], RunPreds] = {}
     why: dict[str, str] = {}  # run folder name -> why it gave no rows
     run_dirs = sorted(p for p in (d / "runs").glob("*") if p.is_dir()) if (d / "runs").is_dir() else []
     for rd in run_dirs:
@@ -409,6 +489,10 @@ def load_study(dir: str | Path) -> StudyResults:
             continue
         df["_file"] = str(f)
         frames.append(df)
+        pf = rd / "preds.npz"
+        if pf.is_file():
+            m, sname, seed = df["model"].iloc[0], df["scenario"].iloc[0], int(df["seed"].iloc[0])
+            preds[(m, sname, seed)] = read_preds_npz(pf, study.scenario(sname), sname)
     if not frames:
         raise ReportError(f"{d}: no results (no rows in runs/*/eval.csv)")
     results = pd.concat(frames, ignore_index=True)
@@ -472,8 +556,14 @@ def load_study(dir: str | Path) -> StudyResults:
     best: dict[tuple[str, str], BestConfig] = {}
     search = d / "search"
     searched_models: set[str] = set()
+    trials: dict[tuple[str, str], pd.DataFrame] = {}
     if search.is_dir():
         for sd in sorted(p for p in search.glob("*") if p.is_dir()):
+            files = [sd / "trials.csv"] + sorted(sd.glob("repeat*/trials.csv"))
+            parts = [read_trials_csv(f).assign(repeat=0 if f.parent == sd else f.parent.name) for f in files
+                     if f.is_file()]
+            if parts and "__" in sd.name:
+                trials[tuple(sd.name.split("__", 1))] = pd.concat(parts, ignore_index=True)
             f = sd / "best.json"
             if not f.is_file():
                 missing.append(f"search/{sd.name}/best.json absent (search unfinished?)")
@@ -491,7 +581,8 @@ def load_study(dir: str | Path) -> StudyResults:
                 missing.append(f"search {m}__{sc.name}: no best.json")
 
     notes.extend(diverged_notes(d, study, results))
-    return StudyResults(dir=d, study=study, results=results, best=best, missing=missing, notes=notes)
+    return StudyResults(dir=d, study=study, results=results, best=best, missing=missing, notes=notes,
+                        preds=preds, trials=trials)
 
 
 # labels of the MMSA sets lie in [-3, 3] (MOSI, MOSEI) or [-1, 1] (SIMS): an MAE beyond the range's

@@ -201,3 +201,65 @@ def importances(model: str, bests: list[BestConfig], path: Path) -> bool:
     fig.suptitle(f"{model}: Optuna parameter importances per scenario", fontsize=11)
     _save(fig, path)
     return True
+
+
+def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
+    """Forest plot of comparisons.csv's MAE rows: paired difference and its 95 % interval per
+    (model, scenario, summary); left of 0 = lower MAE than the reference (effective robustness: right
+    of 0 = loses less)."""
+    c = comp[comp["metric"] == "MAE"] if not comp.empty else comp
+    if c.empty:
+        return False
+    panels = [("difference in MAE (model - reference)", c[c["summary"] != "effective robustness"]),
+              ("MAE effective robustness (positive = loses less)", c[c["summary"] == "effective robustness"])]
+    panels = [(t, d) for t, d in panels if not d.empty]
+    n = max(len(d) for _, d in panels)
+    fig = _new((6.0 * len(panels), 0.8 + 0.32 * n))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = {"better": "#2ca02c", "worse": "#d62728", "no detectable difference": "#555555"}
+    for ax, (title, d) in zip(axes, panels):
+        y = np.arange(len(d))[::-1]
+        for yi, (_, r) in zip(y, d.iterrows()):
+            lo, hi = r["ci_low"], r["ci_high"]
+            col = colors.get(r["verdict"], "#555555")
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [yi, yi], color=col, lw=2)
+            ax.plot([r["diff"]], [yi], "o", color=col)
+        ax.axvline(0.0, color="#999999", lw=1, ls="--")
+        ax.set_yticks(y, [f"{r['model']} · {r['scenario']} · {r['summary']}" for _, r in d.iterrows()], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"vs {res.study.reference_model}, 95 % paired bootstrap CI", fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def tuning_curves(res: StudyResults, tuning, path: Path) -> bool:
+    """One panel per scenario: expected best validation objective vs trials, a line per model,
+    band = ± one std of the best of n (Dodge et al. 2019; Tang et al. 2020's unbiased estimator)."""
+    if tuning.empty:
+        return False
+    scen = [sc.name for sc in res.study.scenarios if sc.name in set(tuning["scenario"])]
+    if not scen:
+        return False
+    style = _style(res)
+    fig = _new((min(max(6.0, 4.2 * len(scen)), 14), 3.6))
+    axes = fig.subplots(1, len(scen), squeeze=False)[0]
+    obj = res.study.objective
+    for ax, sname in zip(axes, scen):
+        t = tuning[tuning["scenario"] == sname]
+        for m in res.study.all_models:
+            g = t[t["model"] == m]
+            if g.empty:
+                continue
+            st = style[m]
+            x, y, s = g["n_trials"].to_numpy(), g["expected_best"].to_numpy(), g["std"].to_numpy()
+            ax.plot(x, y, color=st["color"], ls=st["ls"], marker=st["marker"], ms=3, label=st["label"])
+            ax.fill_between(x, y - s, y + s, color=st["color"], alpha=0.15, lw=0)
+        ax.set_title(sname, fontsize=10)
+        ax.set_xlabel("trials")
+        ax.set_ylabel(f"expected best valid {obj.get('metric', 'objective')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Tuning curves: expected best of n trials (± std)", fontsize=11)
+    _save(fig, path)
+    return True

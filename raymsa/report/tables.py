@@ -14,7 +14,7 @@ import pandas as pd
 from raymsa import metrics as M
 from raymsa.report.load import Scenario, StudyResults, level_display, subset_display
 from raymsa.report.render import Table
-from raymsa.report.stats import (COMPLETE, paired_difference, Cube, Stat, cross_cell, level_stats, mean_over_levels,
+from raymsa.report.stats import (COMPLETE, Cube, Stat, cross_cell, level_stats, mean_over_levels,
                                  subset_average)
 
 # The four curves of every robustness figure and the per-level tables.
@@ -281,59 +281,48 @@ def cross_tables(res: StudyResults, cube: Cube) -> list[Table]:
 # Summary of measured facts
 # ---------------------------------------------------------------------------------------------
 
-def _compare(label: str, metric: str, stats: dict[str, Stat], ne: int) -> str | None:
-    """'Under X, A has the best ... (v), margin ... over B (v); larger than / within the seed spread.'"""
-    ok = {m: s for m, s in stats.items() if s.ok}
-    if not ok:
-        return None
-    higher = M.METRIC_DIRECTION.get(metric, False)
-    order = sorted(ok, key=lambda m: ok[m].mean, reverse=higher)
-    best = order[0]
-    word = "highest" if higher else "lowest"
-    text = f"{label}: {best} has the {word} {name(metric)} ({fmt(ok[best], metric, ne)})"
-    if len(order) == 1:
-        return text + "; no other model has results to compare."
-    nxt = order[1]
-    margin = abs(ok[best].mean - ok[nxt].mean)
-    spread = max(ok[best].std, ok[nxt].std)
-    text += f", {fmt_value(margin, metric)} {'above' if higher else 'below'} {nxt} ({fmt(ok[nxt], metric, ne)})"
-    if min(ok[best].n, ok[nxt].n) < 2:
-        return text + "; with a single seed there is no seed spread to compare the margin with."
-    verdict = "larger than" if margin > spread else "not larger than"
-    return text + (f"; the margin is {verdict} the larger seed std of the two "
-                   f"({fmt_value(spread, metric)}).")
+def _interval(r, metric: str) -> str:
+    return (f"{fmt_value(r['diff'], metric, signed=True)} "
+            f"[95 % CI {fmt_value(r['ci_low'], metric, signed=True)}, {fmt_value(r['ci_high'], metric, signed=True)}]")
 
 
-def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame) -> list[str]:
+def comparison_sentence(r) -> str:
+    """One Summary sentence from a comparisons.csv row."""
+    metric = r["metric"]
+    what = ("effective robustness" if r["summary"] == "effective robustness"
+            else f"{r['summary']} difference")
+    over = f"{int(r['n_seeds'])} seed(s)" + (f" × {int(r['n_samples'])} test samples" if r["n_samples"] else "")
+    pi = "" if not math.isfinite(r["p_improvement"]) else f", P(improvement) {r['p_improvement']:.2f}"
+    text = (f"{r['scenario']}, test {name(metric)}, {r['model']} vs {r['reference']}: {what} "
+            f"{_interval(r, metric)} over {over}{pi}: {r['verdict']}")
+    if r["verdict"] == "no detectable difference":
+        if math.isfinite(r["mde_80"]):
+            text += (f"; the smallest difference detectable at 80 % power is {fmt_value(r['mde_80'], metric)}")
+        if math.isfinite(r["seeds_needed"]):
+            text += f", and the observed difference would need about {int(r['seeds_needed'])} seeds"
+    return text + "."
+
+
+def headline_rows(res: StudyResults, comp: pd.DataFrame) -> pd.DataFrame:
+    """The rows the Summary speaks of: MAE mean over levels (subset: Avg) and MAE effective robustness."""
+    if comp.empty:
+        return comp
+    keep = comp["metric"].eq("MAE") & comp["summary"].isin(
+        ["mean over levels", "Avg (incomplete subsets)", "effective robustness"])
+    return comp[keep]
+
+
+def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame, comp: pd.DataFrame | None = None) -> list[str]:
     st = res.study
-    ne = n_expected(res)
     facts = []
-    for sc in st.scenarios:
-        models = _models_with(res, cube, sc)
-        if sc.numeric:
-            stats = {m: mean_over_levels(cube.grid(m, sc.name, sc.name, "MAE", sc.levels)) for m in models}
-            f = _compare(f"{scenario_label(sc)}, test MAE mean over levels", "MAE", stats, ne)
-        else:
-            f1 = SUBSET_METRICS[st.dataset][0]
-            stats = {m: subset_average(cube.grid(m, sc.name, sc.name, f1, sc.levels)) for m in models}
-            f = _compare(f"{scenario_label(sc)}, test Avg over incomplete subsets", f1, stats, ne)
-        if f:
-            facts.append(f)
-    ref = st.reference_model
-    if ref:
-        facts += paired_facts(res, cube, ref)
-    if ref and not rob.empty:
-        r = rob[(rob["metric"] == "MAE") & (rob["model"] != ref)]
-        for sname, g in r.groupby("scenario", sort=False):
-            pos = [m for m, v in zip(g["model"], g["effective_robustness"]) if math.isfinite(v) and v > 0]
-            neg = [m for m, v in zip(g["model"], g["effective_robustness"]) if math.isfinite(v) and v <= 0]
-            parts = []
-            if pos:
-                parts.append(f"more robust than {ref} (positive effective robustness): {', '.join(pos)}")
-            if neg:
-                parts.append(f"not more robust (≤ 0): {', '.join(neg)}")
-            if parts:
-                facts.append(f"{sname}, MAE: " + "; ".join(parts) + ".")
+    if comp is not None and not comp.empty:
+        facts += [comparison_sentence(r) for _, r in headline_rows(res, comp).iterrows()]
+        counts = comp["verdict"].value_counts()
+        facts.append(f"All {len(comp)} rows of comparisons.csv (every scenario, summary and resampled metric): "
+                     + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
+                                 ("better", "worse", "no detectable difference")) + ".")
+    elif not st.reference_model:
+        facts.append("No reference model: no comparisons.")
     n_runs = len(st.all_models) * len(st.scenarios) * len(st.seeds)
     absent = sum(1 for x in res.missing if x.startswith("run ") and ": no results" in x)
     if absent:
@@ -343,25 +332,29 @@ def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame) -> list[str]
     return facts
 
 
-def paired_facts(res: StudyResults, cube: Cube, ref: str) -> list[str]:
-    """Each model against the reference, paired by seed: seeds share evaluation masks (and data
-    order), so the paired spread is the fair yardstick, often far below the unpaired seed std."""
-    facts = []
+def comparison_tables(res: StudyResults, comp: pd.DataFrame) -> list[Table]:
+    """Per scenario: every comparisons.csv row, formatted like the metric."""
+    out = []
     for sc in res.study.scenarios:
-        if not sc.numeric or not cube.has(ref, sc.name):
+        c = comp[comp["scenario"] == sc.name]
+        if c.empty:
             continue
-        ref_grid = cube.grid(ref, sc.name, sc.name, "MAE", sc.levels)
-        for m in _models_with(res, cube, sc):
-            if m == ref:
-                continue
-            d, n_better = paired_difference(cube.grid(m, sc.name, sc.name, "MAE", sc.levels), ref_grid)
-            if d.n < 2:
-                continue
-            verdict = ("larger than" if abs(d.mean) > d.std else "not larger than")
-            facts.append(f"{scenario_label(sc)}, test MAE mean over levels, {m} minus {ref} paired by seed: "
-                         f"{fmt_value(d.mean, 'MAE', signed=True)} ± {fmt_value(d.std, 'MAE')} over {d.n} seeds "
-                         f"(lower on {n_better} of {d.n}); the mean difference is {verdict} its spread.")
-    return facts
+        rows = []
+        for _, r in c.iterrows():
+            m = r["metric"]
+            rows.append([r["model"], r["summary"], unit_name(m), fmt_value(r["diff"], m, signed=True),
+                         f"[{fmt_value(r['ci_low'], m, signed=True)}, {fmt_value(r['ci_high'], m, signed=True)}]",
+                         DASH if not math.isfinite(r["p_improvement"]) else f"{r['p_improvement']:.2f}",
+                         f"{int(r['n_seeds'])} × {int(r['n_samples'])}", r["verdict"],
+                         fmt_value(r["mde_80"], m),
+                         "" if not math.isfinite(r["seeds_needed"]) else str(int(r["seeds_needed"]))])
+        out.append(Table(
+            title=f"{sc.name}: each model minus {c['reference'].iloc[0]}, paired by seed, test",
+            columns=["Model", "Summary", "Metric", "Diff", "95 % CI", "P(improvement)", "Seeds × samples",
+                     "Verdict", "MDE (80 %)", "Seeds needed"], rows=rows,
+            note="Accuracies ×100. Effective robustness: positive = loses less than the reference. "
+                 "Samples 0 = test samples not resampled (no preds.npz)."))
+    return out
 
 
 def terminal_table(res: StudyResults, cube: Cube) -> Table:

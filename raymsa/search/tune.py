@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -296,27 +297,41 @@ class TuneRun:
 def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
                startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
                mode: str, optuna_storage: str | None = None, study_name: str | None = None,
-               resume: bool = False) -> dict[str, Any]:
-    """Optuna (TPE) inside Tune with ASHA on epochs. Returns the best trial and every trial."""
+               resume: bool = False, sampler: str = "tpe", pruning: bool = True) -> dict[str, Any]:
+    """Optuna (TPE, or random) inside Tune with successive halving on epochs. Returns the best trial
+    and every trial.
+
+    Reproducible at any concurrency: the sampler suggests `tr.max_concurrent` trials at a time, the
+    next batch only once the whole batch has finished (ConcurrencyLimiter(batch=True)), so each
+    suggestion rests on the same finished trials whatever the timing; and BatchedHalving compares a
+    trial at a rung only with trials of earlier batches (raymsa/search/halving.py)."""
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from raymsa.search.halving import BatchedHalving
 
     storage = None
     if optuna_storage:
         storage = optuna.storages.RDBStorage(optuna_storage)
-    searcher = OptunaSearch(
-        space=space.optuna_space(), metric=METRIC, mode=mode,
+    if sampler == "tpe":
         # TPE's default of 10 random start-up trials would make a small search purely random
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
+        ot_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+    elif sampler == "random":
+        ot_sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        raise ValueError(f"sampler must be 'tpe' or 'random', got {sampler!r}")
+    searcher = ConcurrencyLimiter(OptunaSearch(
+        space=space.optuna_space(), metric=METRIC, mode=mode, sampler=ot_sampler,
         storage=storage, study_name=study_name,
-    )
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=mode, max_t=epochs,
-                              grace_period=min(grace_period, epochs), reduction_factor=reduction_factor)
+    ), max_concurrent=tr.max_concurrent, batch=True)
+    scheduler = None
+    if pruning:
+        scheduler = BatchedHalving(metric=METRIC, mode=mode, max_t=epochs, grace_period=min(grace_period, epochs),
+                                   reduction_factor=reduction_factor, batch_size=tr.max_concurrent)
     tuner = tr.tuner(TrialSpec({"search": Job(base)}), data, tune_config=tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=trials,
-        max_concurrent_trials=tr.max_concurrent, reuse_actors=tr.reuse_actors), resume=resume, shown=list(space.params),
-        total=trials, epochs=epochs)
+        search_alg=searcher, scheduler=scheduler, num_samples=trials, reuse_actors=tr.reuse_actors),
+        resume=resume, shown=list(space.params), total=trials, epochs=epochs)
     grid = tuner.fit()
     tr.raise_if_fatal()
 
@@ -327,17 +342,18 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         value = metrics.get(METRIC, math.nan)
         value = math.nan if value is None else float(value)
         trial_id = metrics.get("trial_id", Path(r.path).name)
-        epochs = metrics.get("epoch", 0) or 0
+        n_epochs = metrics.get("epoch", 0) or 0
         ended = tr.lines.ended.get(trial_id) if tr.lines else None
         # DONE only for a trial that ended normally (its function returned, or the scheduler stopped
         # it) after at least one epoch; anything else (an interrupted run's trials) is no result
         if r.error:
             status = "ERROR"
-        elif ended in ("completed", "stopped") and epochs >= 1 and not math.isnan(value):
+        elif ended in ("completed", "stopped") and n_epochs >= 1 and not math.isnan(value):
             status = "DONE"
         else:
             status = "INCOMPLETE"
-        rows.append({"trial_id": trial_id, "status": status, "objective": value, "epochs": epochs,
+        rows.append({"trial": _creation_index(r.path), "trial_id": trial_id, "status": status,
+                     "objective": value, "epochs": n_epochs,
                      **{f"config/{k}": v for k, v in params.items()}})
         if status == "DONE":
             done.append((params, value))
@@ -350,11 +366,19 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         raise RuntimeError(f"search {tr.name}: not every trial ended normally ({', '.join(abnormal)})"
                            f"{'; first errors: ' + str(errors) if errors else ''}; no best config written "
                            f"(Tune run in {tr.path})")
+    rows.sort(key=lambda r: (r["trial"], str(r["trial_id"])))  # the order the sampler suggested them
     best_params, best_value = (min if mode == "min" else max)(done, key=lambda pv: pv[1])
     return {
         "params": best_params, "value": best_value, "trials": rows,
         "importances": param_importances(space, done, "minimize" if mode == "min" else "maximize", seed),
     }
+
+
+def _creation_index(path: str) -> int:
+    """Tune's running number of a trial, from its folder name '_trial_<id>_<n>_<params>_<date>'
+    (trial ids are random; n counts trials in the order they were created, i.e. suggested)."""
+    m = re.match(r"^_?[^_]*_[0-9a-f]+_(\d+)", Path(path).name)
+    return int(m.group(1)) if m else -1
 
 
 def run_jobs(jobs: dict[str, Job], data: DataHandle, tr: TuneRun, *, resume: bool = False) -> None:

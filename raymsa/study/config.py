@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -29,12 +29,17 @@ class ModelEntry(StrictModel):
 class SearchSettings(StrictModel):
     trials: int = Field(12, ge=1)
     startup_trials: int = Field(4, ge=1, description="random trials before TPE models the space")
-    grace_period: int = Field(2, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
+    grace_period: int = Field(2, ge=1, description="halving: epochs every trial gets before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
     max_concurrent: int | None = Field(None, ge=1, description=(
-        "trials of one search at a time (null = every slot). 1 makes a search reproducible: with several "
-        "at once, ASHA's stops and TPE's next suggestions depend on which trial finished first"))
-    seed: int = Field(0, description="Optuna sampler seed")
+        "trials of one search at a time, suggested as one batch (null = every slot). Any value is "
+        "reproducible; a fixed one also across clusters of other sizes (the batch size shapes the search)"))
+    seed: int = Field(0, description="Optuna sampler seed (repeat k uses seed + k)")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler: TPE or random search")
+    pruning: bool = Field(True, description="successive halving on epochs (false: every trial runs every epoch)")
+    repeats: int = Field(1, ge=1, description=(
+        "independent searches per (model, scenario) with seeds seed, seed+1, ...; seed j of `seeds` is "
+        "retrained with the winner of repeat j mod repeats, so resampling seeds resamples searches"))
     objective: str = Field("MAE", description="metric whose mean over the validation grid is optimised")
     optuna_storage: bool = Field(False, description="keep each Optuna study in <study>/optuna.db (optuna-dashboard)")
 
@@ -74,6 +79,10 @@ class StudyConfig(StrictModel):
             raise ValueError(f"scenarios: labels must be unique, got {labels}; give repeated kinds a name")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: repeated seed in {self.seeds}")
+        if self.search.repeats > len(self.seeds):
+            raise ValueError(f"search.repeats: {self.search.repeats} repeats but {len(self.seeds)} seeds; a repeat "
+                             "is retrained with the seeds j where j mod repeats = its index, so repeats beyond "
+                             "the number of seeds would never be used")
         return self
 
     # ---- what each run is built from ---------------------------------------------------------

@@ -139,18 +139,27 @@ class StudyRunner:
             "config": s.model_dump(mode="json"),
         })
 
-    def search(self, model: str, scenario) -> dict[str, Any]:
+    def repeat_dir(self, model: str, scenario: str, repeat: int) -> Path:
+        """Repeat 0 is the search folder itself (the layout of a study without repeats)."""
+        d = self.search_dir(model, scenario)
+        return d if repeat == 0 else d / f"repeat{repeat}"
+
+    def search(self, model: str, scenario, repeat: int = 0) -> dict[str, Any]:
         if model not in self.spaces:
             # no search: the model's defaults, and no search/ folder (the report's convention)
             return {"config_id": "default", "params": {}}
-        best_path = self.search_dir(model, scenario.label) / "best.json"
+        best_path = self.repeat_dir(model, scenario.label, repeat) / "best.json"
         if best_path.exists():
             return json.loads(best_path.read_text())
         s = self.study
         mode = "max" if METRIC_DIRECTION[s.search.objective] else "min"
-        name = f"search__{model}__{scenario.label}"
-        self.log(f"[raymsa] search {model} under {scenario.label}: {s.search.trials} trials, "
-                 f"{s.train.epochs} epochs max (ASHA), objective valid {s.search.objective} ({mode})")
+        suffix = "" if repeat == 0 else f"__r{repeat}"
+        name = f"search__{model}__{scenario.label}{suffix}"
+        self.log(f"[raymsa] search {model} under {scenario.label}"
+                 + (f" (repeat {repeat + 1} of {s.search.repeats})" if s.search.repeats > 1 else "")
+                 + f": {s.search.trials} trials, {s.train.epochs} epochs max"
+                 + (" (successive halving)" if s.search.pruning else "")
+                 + f", objective valid {s.search.objective} ({mode})")
         check_free_space(self.out, f"search of {model} under {scenario.label}")
         t0 = time.perf_counter()
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
@@ -160,15 +169,17 @@ class StudyRunner:
             TuneRun(self.tune_dir, name, self.trial_resources, slots),
             trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
             grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
-            seed=s.search.seed, mode=mode, optuna_storage=optuna_url,
-            study_name=f"{s.name}__{model}__{scenario.label}", resume=self.resume)
+            seed=s.search.seed + repeat, mode=mode, optuna_storage=optuna_url,
+            study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
+            sampler=s.search.sampler, pruning=s.search.pruning)
         diverged = self.flag_diverged(found["trials"])
         best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"]),
+                "repeat": repeat, "search_seed": s.search.seed + repeat,
                 "params": found["params"],
                 "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},
                 "importances": found["importances"], "n_trials": len(found["trials"]),
                 "search_seconds": round(time.perf_counter() - t0, 1), "diverged_trials": diverged}
-        write_csv_atomic(self.search_dir(model, scenario.label) / "trials.csv", found["trials"])
+        write_csv_atomic(best_path.with_name("trials.csv"), found["trials"])
         write_json_atomic(best_path, best)
         self.log(f"[raymsa]   best valid {s.search.objective} {found['value']:.4f} with {found['params']} "
                  f"({best['search_seconds']}s)")
@@ -210,15 +221,17 @@ class StudyRunner:
             self.log(f"[raymsa]   warning: {len(bad)} run(s) diverged, their predictions left the label range: "
                      f"{', '.join(bad)}; the report flags them")
 
-    def retrain_jobs(self, bests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Job]:
-        """Every (model, scenario, seed) run whose eval.csv is not there yet."""
+    def retrain_jobs(self, bests: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Job]:
+        """Every (model, scenario, seed) run whose eval.csv is not there yet. bests holds one best per
+        search repeat; seed j of the study's seeds is retrained with repeat j mod repeats."""
         s = self.study
         jobs = {}
         for scenario in s.scenarios:
             eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
             for model in s.models:
-                best = bests[model, scenario.label]
-                for seed in s.seeds:
+                for j, seed in enumerate(s.seeds):
+                    repeats = bests[model, scenario.label]
+                    best = repeats[j % len(repeats)]
                     out = self.run_dir(model, scenario.label, seed) / "eval.csv"
                     if out.exists():
                         continue
@@ -231,7 +244,7 @@ class StudyRunner:
                     })
         return jobs
 
-    def retrain(self, bests: dict[tuple[str, str], dict[str, Any]]) -> None:
+    def retrain(self, bests: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
         jobs = self.retrain_jobs(bests)
         if not jobs:
             return
@@ -251,6 +264,7 @@ class StudyRunner:
         if self.data is None:
             self.load_data()
         self.write_manifest()
-        bests = {(model, scenario.label): self.search(model, scenario)
+        k = self.study.search.repeats
+        bests = {(model, scenario.label): [self.search(model, scenario, r) for r in range(k if model in self.spaces else 1)]
                  for scenario in self.study.scenarios for model in self.study.models}
         self.retrain(bests)

@@ -302,6 +302,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                       + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
                                  if m in next(iter(test.values()))), flush=True)
         if final_eval is not None:
+            # preds first: eval.csv marks a finished run (--resume), so a run with eval.csv has both
+            write_final_preds(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
             write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
@@ -329,3 +331,34 @@ def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: Fina
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, fe.out_csv)
+
+
+def write_final_preds(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
+                      amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
+    """preds.npz next to eval.csv: the selected model's prediction for every test sample under every
+    (eval scenario, level) that eval.csv reports, and the labels, so the report can resample test
+    samples (paired bootstrap intervals). Same masks as write_final_eval (same seeds). Arrays:
+    eval_scenario (K,) str, level (K,) str, pred (K, N) float32, labels (N,), index (N,) = position of
+    each sample in the split. Written atomically; no pickled objects (np.load(allow_pickle=False))."""
+    tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
+    was_training = model.training
+    model.eval()
+    names, levels, preds = [], [], []
+    try:
+        for scenario in fe.scenarios:
+            scale = noise_scale(train_t) if scenario.kind == "noise" else None
+            ev = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
+            for level, miss in ev.masks.items():
+                names.append(scenario.label)
+                levels.append(level)
+                preds.append(ev.predict(model, miss, cfg.train.eval_batch_size, device, amp))  # (N,)
+    finally:
+        model.train(was_training)
+    out = fe.out_csv.with_name("preds.npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name("preds.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, eval_scenario=np.array(names, dtype=str), level=np.array(levels, dtype=str),
+                 pred=np.stack(preds).astype(np.float32), labels=tensors.labels.numpy().astype(np.float32),
+                 index=np.arange(len(tensors), dtype=np.int64), split=np.array(fe.split))
+    os.replace(tmp, out)
