@@ -89,14 +89,15 @@ def _main(args) -> int:
     # everything the study needs is checked before Ray starts and before anything is written
     try:
         study, spaces, path = load_study(args.name, smoke=args.smoke, overrides=args.overrides)
-        data = StudyRunner.check_data(study, StudyRunner.arrays_root_for(Path(args.storage).resolve() / study.name))
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = (Path(args.storage) / study.name).resolve()
     try:
         check_free_space(out, "study")
-    except FatalStudyError as e:
+        # converting the data (once per file) is also its check: nothing is created for a bad file
+        data = StudyRunner.check_data(study, StudyRunner.arrays_root_for(out))
+    except (ConfigError, DataError, FatalStudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
