@@ -31,7 +31,7 @@ from raymsa.data import (
 from raymsa.data import default as default_module
 from raymsa.data import mmsa as mmsa_module
 from raymsa.data.__main__ import main
-from raymsa.data.synth import LIKES, SEP_ID, _structure, reconstruction_r2, split_sizes
+from raymsa.data.synth import GENERATOR_VERSION, LIKES, SEP_ID, _structure, reconstruction_r2, split_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {  # (T, D) per modality, from the MMSA files
@@ -413,10 +413,10 @@ def test_synth_aligned_puts_every_modality_at_the_text_length():
         np.testing.assert_array_equal(split["vision_lengths"], lengths)
         valid = np.arange(50)[None, :] < lengths[:, None]
         assert (split["audio"][~valid] == 0).all() and (np.abs(split["audio"][valid]).sum(axis=1) > 0).all()
-    # the labels and the text are the unaligned dataset's; only audio / vision are resampled
+    # the samples (labels, lengths of the text) are the unaligned dataset's
     plain = synthesize_raw("mosi", seed=0, scale=0.02)
     np.testing.assert_array_equal(plain["test"]["regression_labels"], raw["test"]["regression_labels"])
-    np.testing.assert_array_equal(plain["test"]["text_bert"], raw["test"]["text_bert"])
+    np.testing.assert_array_equal(plain["test"]["text_bert"][:, 1], raw["test"]["text_bert"][:, 1])
 
 
 def test_synth_token_ids_carry_sentiment(mosi):
@@ -475,7 +475,7 @@ def test_default_is_generated_once_cached_and_race_safe(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(set(paths)) == 1
-    assert paths[0] == tmp_path / "cache" / "synth_sims_seed3_v1.pkl"
+    assert paths[0] == tmp_path / "cache" / f"synth_sims_seed3_v{GENERATOR_VERSION}.pkl"
     data = load_default("sims", 3)
     assert data.dataset == "sims" and len(calls) == 1
     assert not list((tmp_path / "cache").glob("*.tmp"))

@@ -137,8 +137,8 @@ def _sections(res: StudyResults, cube: Cube, rob, plots: Path, ceiling=None, gap
         "results.csv: every eval row (tidy, sorted)",
         "summary.csv: mean, std (ddof=0), n_seeds per model, scenario, eval_scenario, level, split, metric",
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
-        "ceiling_gaps.csv (synthetic data only): per scenario, metric and model the mean over levels, the "
-        "Bayes ceiling's, the paired gap and the share of the reference's gap closed",
+        *(["ceiling_gaps.csv: per scenario, metric and model the mean over levels, the Bayes ceiling's, "
+           "the paired gap and the share of the reference's gap closed"] if gaps is not None else []),
         "plots/: the figures of this report (PNG)",
         f"Regenerate: python -m raymsa.report {res.dir}",
     ])]))
