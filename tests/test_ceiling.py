@@ -112,3 +112,21 @@ def test_a_strong_learner_on_ten_times_the_data_approaches_the_ceiling_from_abov
         se = diff.std(ddof=1) / np.sqrt(diff.size)
         assert diff.mean() > -2.5 * se, (level, diff.mean(), se)  # never below beyond sampling error
         assert learner_err.mean() < 1.1 * ceiling_err.mean(), (level, learner_err.mean(), ceiling_err.mean())
+
+
+def test_cli_writes_tidy_rows_and_refuses_bad_input(tmp_path, capsys):
+    import pandas as pd
+
+    from raymsa.data.__main__ import main
+
+    out = tmp_path / "c.csv"
+    assert main(["ceiling", "--like", "mosi", "--scenario", "inter", "--levels", "0", "0.6",
+                 "--seed", "1112", "--max-eval", "60", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["scenario", "level", "seed", "metric", "value"]
+    assert set(df["level"]) == {0, 0.6} and set(df["seed"]) == {1112} and len(df) == 2 * 8
+    mae = df[df.metric == "MAE"].set_index("level")["value"]
+    assert mae[0.6] > mae[0]
+    capsys.readouterr()
+    assert main(["ceiling", "--like", "mosi", "--scenario", "foo", "--out", str(out)]) == 2
+    assert "--scenario" in capsys.readouterr().err

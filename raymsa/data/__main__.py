@@ -110,7 +110,8 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
         scenario = ScenarioConfig(kind=args.scenario, levels=levels)
     except ValidationError as e:
         first = e.errors()[0]
-        raise DataError(f"ceiling: --{first['loc'][0] if first['loc'] else 'scenario'}: {first['msg']}") from None
+        flag = {"kind": "scenario", "levels": "levels"}.get(str(first["loc"][0]) if first["loc"] else "", "scenario")
+        raise DataError(f"ceiling: --{flag}: {first['msg']}") from None
     gen = synthetic_test_split(args.like, args.synth_seed, args.scale, args.aligned, args.max_eval)
     rows = ceiling_rows(gen, scenario, args.seed)
     path = write_rows(rows, args.out)
