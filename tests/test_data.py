@@ -31,7 +31,7 @@ from raymsa.data import (
 from raymsa.data import default as default_module
 from raymsa.data import mmsa as mmsa_module
 from raymsa.data.__main__ import main
-from raymsa.data.synth import LIKES, SEP_ID, _structure, reconstruction_r2, split_sizes
+from raymsa.data.synth import GENERATOR_VERSION, LIKES, SEP_ID, _structure, reconstruction_r2, split_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {  # (T, D) per modality, from the MMSA files
@@ -387,18 +387,36 @@ def test_scale_shrinks_splits_never_shapes():
 
 
 def test_synth_structure_makes_missingness_matter(mosi):
+    """v2 (re-measured on the MOSI-like default, docs/data.md): text carries most of the label even
+    to a linear probe on frame means; audio and vision almost nothing to such a probe (their read-out
+    sign depends on the speaker style, shown in text and vision, and their sentiment sits in a few
+    salient frames), although the Bayes ceiling gets a lot from them (tests/test_ceiling.py)."""
     text = linear_probe(mosi, ["text"])
     audio, vision = linear_probe(mosi, ["audio"]), linear_probe(mosi, ["vision"])
-    fused = linear_probe(mosi, ["text", "audio", "vision"])
-    assert 0.65 < text < 0.9 and 0.3 < audio < 0.6 and 0.3 < vision < 0.6
-    assert text > max(audio, vision) + 0.15  # text >> audio ~ vision
-    assert fused > text + 0.015  # the weak modalities still add information
-    # erasing frames degrades gradually: half the frames hurt, a tenth hurts a lot
+    assert 0.6 < text < 0.85 and audio < 0.25 and vision < 0.25  # measured 0.702, 0.109, 0.066
+    assert text > max(audio, vision) + 0.4  # text >> audio ~ vision
+    # erasing frames degrades gradually: half the frames hurt, a tenth hurts a lot (0.56, 0.24)
     text_half, text_tenth = linear_probe(mosi, ["text"], keep=0.5), linear_probe(mosi, ["text"], keep=0.1)
     assert text - 0.35 > text_tenth and text_tenth < text_half - 0.15 and text_half < text - 0.05
-    assert linear_probe(mosi, ["audio"], keep=0.1) < audio - 0.1
-    # audio and vision partly predict text: what reconstruction-based models rely on
-    assert reconstruction_r2(mosi, "text", ["audio", "vision"]) > 0.08
+    # audio and vision partly predict text (shared content and style): measured R^2 0.49
+    assert reconstruction_r2(mosi, "text", ["audio", "vision"]) > 0.3
+
+
+def test_synth_aligned_puts_every_modality_at_the_text_length():
+    raw = synthesize_raw("mosi", seed=0, scale=0.02, aligned=True)
+    for split in raw.values():
+        n = len(split["regression_labels"])
+        lengths = split["text_bert"][:, 1].sum(axis=1)
+        for m, (_, dim) in SHAPES["mosi"].items():
+            assert split[m].shape == (n, 50, dim)
+        np.testing.assert_array_equal(split["audio_lengths"], lengths)
+        np.testing.assert_array_equal(split["vision_lengths"], lengths)
+        valid = np.arange(50)[None, :] < lengths[:, None]
+        assert (split["audio"][~valid] == 0).all() and (np.abs(split["audio"][valid]).sum(axis=1) > 0).all()
+    # the samples (labels, lengths of the text) are the unaligned dataset's
+    plain = synthesize_raw("mosi", seed=0, scale=0.02)
+    np.testing.assert_array_equal(plain["test"]["regression_labels"], raw["test"]["regression_labels"])
+    np.testing.assert_array_equal(plain["test"]["text_bert"][:, 1], raw["test"]["text_bert"][:, 1])
 
 
 def test_synth_token_ids_carry_sentiment(mosi):
@@ -406,7 +424,7 @@ def test_synth_token_ids_carry_sentiment(mosi):
     train = mosi["train"]
     ids = train.text_bert[:, 0]
     polarity = np.isin(ids, st.positive_ids).sum(axis=1) - np.isin(ids, st.negative_ids).sum(axis=1)
-    assert np.corrcoef(polarity, train.labels)[0, 1] > 0.5
+    assert np.corrcoef(polarity, train.labels)[0, 1] > 0.6  # measured 0.73 (v2)
 
 
 # ---- dataset guess ------------------------------------------------------------------------------
@@ -457,7 +475,7 @@ def test_default_is_generated_once_cached_and_race_safe(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(set(paths)) == 1
-    assert paths[0] == tmp_path / "cache" / "synth_sims_seed3_v1.pkl"
+    assert paths[0] == tmp_path / "cache" / f"synth_sims_seed3_v{GENERATOR_VERSION}.pkl"
     data = load_default("sims", 3)
     assert data.dataset == "sims" and len(calls) == 1
     assert not list((tmp_path / "cache").glob("*.tmp"))

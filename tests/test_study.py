@@ -66,6 +66,10 @@ def test_smoke_study_killed_and_resumed(tmp_path, ray_cluster):
     assert set(results.loc[results.eval_scenario == "subset", "level"]) == {"l", "a", "v", "la", "lv", "av", "lav"}
     html = (out / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and "Effective robustness" in html
+    # on the embedded synthetic data the study wrote the Bayes ceiling once, and the report uses it
+    ceiling = pd.read_csv(out / "ceiling.csv")
+    assert set(ceiling["scenario"]) == {"intra", "subset"} and set(ceiling["seed"]) == {1111, 1112}
+    assert "Distance to the Bayes ceiling" in html and "Bayes ceiling" in html
     assert "| fsrf" in log  # the summary table printed at the end
 
     # Tune's TensorBoard event files for every trial, and Optuna's study in its database

@@ -1,7 +1,8 @@
 """python -m raymsa.data: inspect MMSA files and write the synthetic default.
 
     python -m raymsa.data check PATH [--dataset mosi|mosei|sims]
-    python -m raymsa.data synth --like mosi --out PATH [--seed 0] [--scale 1.0]
+    python -m raymsa.data synth --like mosi --out PATH [--seed 0] [--scale 1.0] [--aligned]
+    python -m raymsa.data ceiling --like mosi --scenario intra [--levels 0 0.5 0.9] [--seed 1111] --out F.csv
     python -m raymsa.data probe (PATH | --like mosi [--seed 0] [--scale 1.0])
 
 Errors in the data or the arguments print one line and exit with status 2.
@@ -83,11 +84,43 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    path = write_synth(args.out, args.like, args.seed, args.scale)
+    path = write_synth(args.out, args.like, args.seed, args.scale, aligned=args.aligned)
     print(
         f"wrote {path} ({path.stat().st_size:,} bytes, {args.like}-like, seed {args.seed}, "
-        f"scale {args.scale:g}) in {time.perf_counter() - start:.1f} s"
+        f"scale {args.scale:g}{', aligned' if args.aligned else ''}) in {time.perf_counter() - start:.1f} s"
     )
+
+
+def _level(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a modality subset ('la')
+
+
+def cmd_ceiling(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from raymsa.data.ceiling import ceiling_rows, synthetic_test_split, write_rows
+    from raymsa.missing import ScenarioConfig
+
+    start = time.perf_counter()
+    try:
+        levels = None if args.levels is None else [_level(x) for x in args.levels]
+        scenario = ScenarioConfig(kind=args.scenario, levels=levels)
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = {"kind": "scenario", "levels": "levels"}.get(str(first["loc"][0]) if first["loc"] else "", "scenario")
+        raise DataError(f"ceiling: --{flag}: {first['msg']}") from None
+    gen = synthetic_test_split(args.like, args.synth_seed, args.scale, args.aligned, args.max_eval)
+    rows = ceiling_rows(gen, scenario, args.seed)
+    path = write_rows(rows, args.out)
+    print(f"wrote {path}: Bayes-optimal test metrics of synth:{args.like}:seed={args.synth_seed} under "
+          f"{scenario.kind}, {len(scenario.levels)} levels, eval mask seed {args.seed} "
+          f"({time.perf_counter() - start:.1f} s)")
+    for r in rows:
+        if r["metric"] in ("MAE", "Corr", "Mult_acc_7"):
+            print(f"  {r['level']:>5} {r['metric']:<11} {r['value']:.4f}")
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -119,7 +152,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=float, default=1.0, help="shrink split sizes (0, 1]; shapes stay")
+    s.add_argument("--aligned", action="store_true", help="every modality at the text length (aligned_50)")
     s.set_defaults(run=cmd_synth)
+
+    b = sub.add_parser("ceiling", help="Bayes-optimal test metrics of the synthetic data under a scenario")
+    b.add_argument("--like", choices=list(LIKES), required=True)
+    b.add_argument("--scenario", required=True, help="missingness kind: intra, inter, subset, mixed, burst")
+    b.add_argument("--levels", nargs="+", help="levels of the grid (default: the kind's default grid)")
+    b.add_argument("--seed", type=int, default=1111, help="the run seed whose test masks to use (eval mask seed)")
+    b.add_argument("--synth-seed", type=int, default=0, help="seed of the synthetic dataset")
+    b.add_argument("--scale", type=float, default=1.0)
+    b.add_argument("--aligned", action="store_true")
+    b.add_argument("--max-eval", type=int, default=None, help="only the first N test samples (data.max_eval)")
+    b.add_argument("--out", required=True, type=Path)
+    b.set_defaults(run=cmd_ceiling)
 
     q = sub.add_parser("probe", help="linear-probe correlations of a file or of the synthetic data")
     q.add_argument("path", nargs="?", help="an MMSA pickle (default: synthesize --like)")

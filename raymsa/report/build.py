@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from raymsa.report.ceiling import gap_frame, gap_tables, load_ceiling
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.compare import comparisons_frame, variance_sources
 from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
@@ -62,7 +63,7 @@ def _header(res: StudyResults) -> list[Section]:
     return out
 
 
-def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> list[Section]:
+def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, ceiling=None, gaps=None) -> list[Section]:
     st = res.study
     secs = _header(res)
     secs.append(Section("Summary", [
@@ -90,17 +91,26 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> 
         s = Section(f"Scenario {scenario_label(sc)}")
         if sc.numeric:
             f = plots / f"curves__{safe(sc.name)}.png"
-            if curves(res, cube, sc, f):
+            if curves(res, cube, sc, f, ceiling):
                 s.add(Figure(f"plots/{f.name}", f"{sc.name}: test metrics vs level, one line per model, "
-                                                 "band = ± std over seeds."))
-            s.add(overall_table(res, cube, sc), *level_tables(res, cube, sc))
+                                                 "band = ± std over seeds."
+                                                 + (" Dotted black: the Bayes ceiling." if ceiling else "")))
+            s.add(overall_table(res, cube, sc), *level_tables(res, cube, sc, ceiling))
         else:
             f = plots / f"subset__{safe(sc.name)}.png"
             if subset_bars(res, cube, sc, f):
                 s.add(Figure(f"plots/{f.name}", f"{sc.name}: test metrics per available-modality subset, "
                                                  "error bars = ± std over seeds."))
-            s.add(*subset_tables(res, cube, sc))
+            s.add(*subset_tables(res, cube, sc, ceiling))
         secs.append(s)
+
+    if gaps is not None and not gaps.empty:
+        secs.append(Section("Distance to the Bayes ceiling", [
+            "The embedded synthetic data has a computable Bayes-optimal predictor (docs/data.md, "
+            "'The Bayes ceiling'): the best test metrics any model could reach from what it sees, under "
+            "the same masks as each seed's runs (ceiling.csv). Per model: how far it stays from that "
+            "ceiling and how much of the reference model's distance it closes.",
+            *gap_tables(res, gaps)]))
 
     rt = robustness_tables(res, rob)
     secs.append(Section("Robustness summaries", [
@@ -154,6 +164,8 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path) -> 
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
         "comparisons.csv: each model minus the reference, paired, with bootstrap intervals, P(improvement), verdict, power",
         "tuning.csv: expected best validation objective vs number of trials per model and scenario",
+        *(["ceiling_gaps.csv: per scenario, metric and model the mean over levels, the Bayes ceiling's, "
+           "the paired gap and the share of the reference's gap closed"] if gaps is not None else []),
         "plots/: the figures of this report (PNG)",
         f"Regenerate: python -m raymsa.report {res.dir}",
     ])]))
@@ -174,7 +186,11 @@ def write_report(res: StudyResults, out: Path) -> None:
     tuning = tuning_frame(res)
     if not tuning.empty:
         tuning.to_csv(out / "tuning.csv", index=False, na_rep="NaN")
-    secs = _sections(res, cube, rob, comp, tuning, plots)
+    ceiling = load_ceiling(res)  # None on real data
+    gaps = gap_frame(res, cube, ceiling) if ceiling is not None else None
+    if gaps is not None:
+        gaps.to_csv(out / "ceiling_gaps.csv", index=False, na_rep="NaN")
+    secs = _sections(res, cube, rob, comp, tuning, plots, ceiling, gaps)
     title = f"Study report: {res.study.name}"
     (out / "report.md").write_text(to_markdown(title, secs))
     (out / "report.html").write_text(to_html(title, secs, out))

@@ -73,8 +73,9 @@ def _finish(fig: Figure, axes, res: StudyResults, sc: Scenario, n_models: int, p
     _save(fig, path)
 
 
-def curves(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool:
-    """2×2 robustness curves (headline metrics vs level), one line per model, ± std band."""
+def curves(res: StudyResults, cube: Cube, sc: Scenario, path: Path, ceiling=None) -> bool:
+    """2×2 robustness curves (headline metrics vs level), one line per model, ± std band; with a
+    ceiling (raymsa.report.ceiling.Ceiling), the Bayes-optimal curve in black."""
     style = _style(res)
     models = [m for m in res.study.all_models if cube.has(m, sc.name)]
     if not models:
@@ -91,6 +92,9 @@ def curves(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool:
             s = style[m]
             ax.plot(x, mean, color=s["color"], ls=s["ls"], marker=s["marker"], ms=4, lw=1.8, label=s["label"])
             ax.fill_between(x, mean - std, mean + std, color=s["color"], alpha=0.18, lw=0)
+        if ceiling is not None and ceiling.has(sc):
+            best = np.array([s.mean for s in level_stats(ceiling.grid(sc, metric))]) * k
+            ax.plot(x, best, color="black", ls=":", marker="^", ms=4, lw=1.8, label="Bayes ceiling")
         better = "lower is better" if metric == "MAE" else "higher is better"
         ax.set_title(f"{name(metric)} ({better})", fontsize=11)
         ax.set_xlabel(XLABEL.get(sc.kind, "level"))

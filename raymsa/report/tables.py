@@ -103,8 +103,9 @@ def _models_with(res: StudyResults, cube: Cube, sc: Scenario) -> list[str]:
 # Scenario tables
 # ---------------------------------------------------------------------------------------------
 
-def level_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
-    """LNLN-style: rows = model, columns = each level + Mean (over levels), one table per headline metric."""
+def level_tables(res: StudyResults, cube: Cube, sc: Scenario, ceiling=None) -> list[Table]:
+    """LNLN-style: rows = model, columns = each level + Mean (over levels), one table per headline metric;
+    with a ceiling (raymsa.report.ceiling.Ceiling), a last row with the Bayes-optimal values."""
     ne = n_expected(res)
     out = []
     for metric in HEADLINE[res.study.dataset]:
@@ -113,6 +114,8 @@ def level_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
             g = cube.grid(m, sc.name, sc.name, metric, sc.levels)
             cells = [fmt(s, metric, ne) for s in level_stats(g)]
             rows.append([m, *cells, fmt(mean_over_levels(g), metric, ne)])
+        if ceiling is not None and (row := ceiling.level_row(sc, metric, ne)):
+            rows.append(row)
         out.append(Table(
             title=f"{sc.name}: test {unit_name(metric)} per level, mean ± std over seeds",
             columns=["Model", *[level_display(lv) for lv in sc.levels], "Mean"], rows=rows))
@@ -141,7 +144,7 @@ def overall_table(res: StudyResults, cube: Cube, sc: Scenario) -> Table:
                  note="Accuracies and F1 ×100." + (" Paired cells are Non0/Has0." if paired else ""))
 
 
-def subset_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
+def subset_tables(res: StudyResults, cube: Cube, sc: Scenario, ceiling=None) -> list[Table]:
     """CorrKD/HRLF-style: the six incomplete subsets, their Avg, then the complete {l,a,v}."""
     ne = n_expected(res)
     incomplete = [lv for lv in sc.levels if lv != COMPLETE]
@@ -154,6 +157,8 @@ def subset_tables(res: StudyResults, cube: Cube, sc: Scenario) -> list[Table]:
             st = dict(zip(g.columns, level_stats(g)))
             rows.append([m, *[fmt(st[lv], metric, ne) for lv in incomplete],
                          fmt(subset_average(g), metric, ne), *[fmt(st[lv], metric, ne) for lv in complete]])
+        if ceiling is not None and (row := ceiling.subset_row(sc, metric, ne, incomplete, complete)):
+            rows.append(row)
         out.append(Table(
             title=f"{sc.name}: test {unit_name(metric)} per available-modality subset",
             columns=["Model", *[subset_display(lv) for lv in incomplete], "Avg",
