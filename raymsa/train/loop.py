@@ -3,7 +3,10 @@ Ray Tune trial; what differs is only the Session it reports to (raymsa/train/ses
 
 Per epoch: draw the scenario's training masks (seeded by (seed, epoch)), follow the model's stage
 schedule, train, evaluate on validation under the scenario's fixed grid, keep the best model by the
-validation objective (never test), checkpoint, maybe stop early. At the end the selected model is
+validation objective (never test), checkpoint, maybe stop early. Only epochs of the model's final
+stage are judged: an earlier stage's forward is not the model's, so its epochs report NaN as their
+objective, can be neither selected nor pruned on (ASHA), and do not count towards patience.
+The model gets `batch.split(scenario.knowledge)`: its input, and in training the loss targets. At the end the selected model is
 evaluated on test, and on every scenario the caller asks for.
 """
 
@@ -35,7 +38,8 @@ from raymsa.train.session import LocalSession, Session, scratch_dir
 
 REPORTED_METRICS = ("MAE", "Corr", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Non0_F1_score",
                     "Has0_acc_2", "Has0_F1_score", "Mult_acc_2", "Mult_acc_3", "F1_score")
-EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id")
+EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id",
+                "knowledge")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,10 +64,14 @@ class RunResult:
     test: dict[str, dict[str, float]] | None
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
+    diagnostics: dict[str, dict[str, float]] | None = None  # level -> diag/ metrics of the selected model on test
 
 
 def stage_for_epoch(stages, epoch: int, epochs: int) -> str:
-    """Stages take consecutive shares of the epochs; each gets at least one when there is room."""
+    """Stages take consecutive shares of the epochs; each gets at least one when there is room, and
+    the last epoch always belongs to the last stage (the only one selection may pick)."""
+    if epoch >= epochs - 1:
+        return stages[-1].name
     bounds, acc = [], 0.0
     for s in stages:
         acc += s.fraction
@@ -190,12 +198,12 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             batch = apply_missingness(train_t.batch(idx), miss, idx)
             if not needs_complete:
                 batch.complete = None
-            batch = batch.to(device, non_blocking=True)
+            inputs, targets = batch.to(device, non_blocking=True).split(sc.knowledge)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(batch)
-                task = train_loss_fn(out["pred"].float(), batch.labels)
+                out = model(inputs, targets)
+                task = train_loss_fn(out["pred"].float(), targets.labels)
                 if "pred_complete" in out:
-                    out["losses"]["task_complete"] = train_loss_fn(out["pred_complete"].float(), batch.labels)
+                    out["losses"]["task_complete"] = train_loss_fn(out["pred_complete"].float(), targets.labels)
                 total = task
                 for name, value in out["losses"].items():
                     w = weights.get(name, 0.0)
@@ -212,7 +220,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 torch.nn.utils.clip_grad_norm_(core.parameters(), tc.grad_clip)
             optimizer.step()
             scheduler.step()
-            b = batch.size
+            b = inputs.size
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + total.item() * b
             sums["task"] = sums.get("task", 0.0) + task.item() * b
@@ -223,21 +231,23 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
 
         # ---- validation (rank 0), decision shared with every rank ---------------------------
         obj = math.nan
+        judged = stage == stages[-1].name  # an earlier stage is never selected nor pruned on
         valid: dict[str, dict[str, float]] = {}
         if main:
             valid = validator.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
-            obj = grid_mean(valid, select)
+            if judged:
+                obj = grid_mean(valid, select)
         if distributed:
             t = torch.tensor([obj], dtype=torch.float64, device=device)
             torch.distributed.broadcast(t, src=0)
             obj = float(t.item())
-        improved = is_better(select, obj, best_obj)
+        improved = judged and is_better(select, obj, best_obj)
         if improved:
             best_obj, best_epoch, bad_epochs = obj, epoch, 0
             best_valid, best_stage = valid, stage
             if main:
                 best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-        else:
+        elif judged:
             bad_epochs += 1
         stop = tc.patience is not None and bad_epochs >= tc.patience
 
@@ -258,7 +268,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
 
         if writer is not None:
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and k != "epoch":
+                # a non-final stage has no objective (NaN): nothing to plot
+                if isinstance(v, (int, float)) and k != "epoch" and not math.isnan(v):
                     writer.add_scalar(k, v, epoch + 1)
             writer.flush()
         if verbose and main:
@@ -289,39 +300,48 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         writer.close()
 
     # ---- the selected model on test (rank 0) ----------------------------------------------
-    test = None
+    test = diagnostics = None
     if main and best_state is not None:
         core.load_state_dict(best_state)
         core.set_stage(best_stage)
         if tc.eval_test:
             test_t = SplitTensors.from_split(data["test"], cfg.data.max_eval)
-            test = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale).evaluate(
-                core, ds_name, tc.eval_batch_size, device, amp)
+            tester = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale)
+            test = tester.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
             if verbose:
                 print(f"[raymsa] test ({sc.label}, selected epoch {best_epoch + 1}): "
                       + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
                                  if m in next(iter(test.values()))), flush=True)
+            diagnostics = tester.diagnose(core, tc.eval_batch_size, device)
         if final_eval is not None:
             write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
-                     valid=best_valid, test=test, history=history, epochs_run=len(history))
+                     valid=best_valid, test=test, history=history, epochs_run=len(history),
+                     diagnostics=diagnostics if test is not None else None)
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
                      amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
     """Tidy rows (EVAL_COLUMNS) of the selected model under every requested scenario, written
-    atomically so a crash never leaves a partial file that looks finished."""
+    atomically so a crash never leaves a partial file that looks finished.
+
+    Besides the metrics, each level gets the model's diagnostic rows (metric names under 'diag/':
+    integrity-estimation error and bias per modality, dominant-modality shares, collapse cosines;
+    see GridEvaluator.diagnose). `knowledge` is the arm of the eval scenario."""
     tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
     rows = []
     for scenario in fe.scenarios:
         scale = noise_scale(train_t) if scenario.kind == "noise" else None
-        res = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale).evaluate(
-            model, dataset_name(cfg, data), cfg.train.eval_batch_size, device, amp)
+        grid = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
+        res = grid.evaluate(model, dataset_name(cfg, data), cfg.train.eval_batch_size, device, amp)
+        for level, diag in grid.diagnose(model, cfg.train.eval_batch_size, device).items():
+            res[level] = {**res[level], **diag}
         for level, metrics in res.items():
             for metric, value in metrics.items():
                 rows.append({**fe.meta, "eval_scenario": scenario.label, "level": level_key(level),
-                             "split": fe.split, "metric": metric, "value": value})
+                             "split": fe.split, "metric": metric, "value": value,
+                             "knowledge": scenario.knowledge})
     fe.out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = fe.out_csv.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
