@@ -218,7 +218,10 @@ class FSRF(MSAModel):
     def _factorization_losses(self, p, present, labels) -> dict[str, Tensor]:
         """On the stacked views [complete; incomplete] (factorization implies two views in training)."""
         z, hom, het, noi = p["z"], p["hom"], p["het"], p["noi"]
-        sim = cross_modal_info_nce([hom[m] for m in MODALITIES], present, self.config.tau_sim)
+        # per view: the two views of one sample are near-duplicates, not negatives of each other
+        halves = (slice(0, labels.shape[0] // 2), slice(labels.shape[0] // 2, None))
+        sim = sum(cross_modal_info_nce([hom[m][h] for m in MODALITIES], present[h], self.config.tau_sim)
+                  for h in halves) / 2
         var = sum(variance_hinge(hom[m]) + variance_hinge(het[m]) for m in MODALITIES) / 6
         orth = sum(subspace_overlap(hom[m], het[m]) + subspace_overlap(hom[m], noi[m])
                    + subspace_overlap(het[m], noi[m]) for m in MODALITIES) / 9

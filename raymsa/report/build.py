@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from raymsa.report.knowledge import knowledge_sections
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.plots import cross_heatmap, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
@@ -93,6 +94,8 @@ def _sections(res: StudyResults, cube: Cube, rob, plots: Path) -> list[Section]:
         "(not min-max normalised). Raw values for every metric are in robustness.csv.",
         *(rt or ["No scenario with numeric levels has results."]),
     ]))
+
+    secs.extend(knowledge_sections(res))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
 
     cross = Section("Cross-scenario matrix", [
         "Each scenario's best configuration, trained for that scenario (rows), tested under every "
