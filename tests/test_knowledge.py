@@ -18,7 +18,9 @@ from raymsa.batch import MODALITIES, Batch, HiddenFromModel
 from raymsa.missing import KINDS, ScenarioConfig, apply_missingness, eval_missingness, train_missingness
 from raymsa.models import DataSpec, build_model, list_models
 from raymsa.models.encoders import ModalityEncoders, erasure_evidence
-from raymsa.models.losses import cross_modal_info_nce, mean_pairwise_cosine, pairwise_cosine_distance, variance_hinge
+from raymsa.models.losses import (cross_modal_info_nce, mean_pairwise_cosine, pairwise_cosine_distance,
+                                  variance_hinge)
+from raymsa.models.losses import spread as spread_loss
 from raymsa.train.evaluate import predict_batch, summarise_diagnostics
 
 SPEC = DataSpec(dims={"text": 32, "audio": 5, "vision": 7}, seq_lens={"text": 6, "audio": 20, "vision": 24})
@@ -220,6 +222,10 @@ def test_anti_collapse_losses_punish_a_constant_and_the_old_one_did_not():
     assert float(cross_modal_info_nce([const, const, const], avail, 0.2)) == pytest.approx(torch.log(torch.tensor(16.)).item(), rel=1e-4)
     assert float(cross_modal_info_nce([spread, spread, spread], avail, 0.2)) < 0.5
     assert float(variance_hinge(const)) > 0.9 and float(variance_hinge(spread)) == 0.0
+    # one shared offset with unit spread passes the hinge yet has cosine ~1: the centroid term sees it
+    offset = torch.randn(b, d, generator=torch.Generator().manual_seed(1)) * 1.5 + 20.0
+    assert float(variance_hinge(offset)) < 0.1 and mean_pairwise_cosine(offset) > 0.99
+    assert float(spread_loss(offset)) > 0.9 and float(spread_loss(spread)) < 0.2
     assert mean_pairwise_cosine(const) == pytest.approx(1.0) and abs(mean_pairwise_cosine(spread)) < 0.3
 
 

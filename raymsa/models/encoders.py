@@ -237,6 +237,22 @@ def erasure_evidence(inputs: ModelInput) -> Tensor:
     return torch.stack(cols, dim=1).to(inputs.text.dtype)  # (B, 3)
 
 
+def integrity_prior(evidence: Tensor) -> Tensor:
+    """(B, 3) logit of 1 − evidence, clamped to [0.02, 0.98]: where an integrity estimator starts.
+
+    The learned estimators add their correction to this logit (their last layer starts at zero), so
+    an estimate is unbiased from the first step wherever the zero frames tell the whole story, and
+    the network learns what they do not (frames that were zero before erasure, noise, ids)."""
+    return torch.logit((1.0 - evidence).clamp(0.02, 0.98))
+
+
+def zero_last(module: nn.Sequential) -> nn.Sequential:
+    """Zero the last Linear of an MLP: its output starts at 0 (a correction that starts neutral)."""
+    nn.init.zeros_(module[-1].weight)
+    nn.init.zeros_(module[-1].bias)
+    return module
+
+
 class CrossBlock(nn.Module):
     """Pre-norm cross attention from x (B, Lq, d) into ctx (B, Lk, d), then a feed-forward.
 

@@ -12,7 +12,8 @@ design and is listed in docs/models.md:
     Z_m = Enc_m(x_m)[token]                       pooled token per modality       (B, d)
     H_m = f_H(Z_m)   P_m = f_P^m(Z_m)   N_m = f_N^m(Z_m)   homogeneous (shared head, no output bias),
                                                          heterogeneous, noise
-    ι̂_m = σ(g_m(Z_m))                            estimated integrity (MSE to the observed fraction)
+    ι̂_m = σ(logit(1 - e_m) + g_m([Z_m; e_m]))   estimated integrity (MSE to the observed fraction);
+                                                 e_m = share of zero frames in the input, g_m starts at 0
     w = ι̂ (unknown missingness, the default) or the true observed fraction (the `known` arm)
     H̄ = sum_m w_m H_m / sum_m w_m
     Ẑ_m = D_m([H̄; P_m; N_m])                      recovery: the decoder rebuilds m from the shared part
@@ -40,9 +41,10 @@ from torch import Tensor, nn
 
 from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.models.base import DataSpec, MSAModel
-from raymsa.models.encoders import EncoderConfig, ModalityEncoders, erasure_evidence, mlp
+from raymsa.models.encoders import (EncoderConfig, ModalityEncoders, erasure_evidence, integrity_prior, mlp,
+                                    zero_last)
 from raymsa.models.losses import (cross_modal_info_nce, gaussian_bin_logits, kl_teacher_student, label_correlation,
-                                  relation_kl, subspace_overlap, variance_hinge)
+                                  relation_kl, subspace_overlap, spread)
 from raymsa.models.registry import register
 
 
@@ -111,7 +113,7 @@ class FSRF(MSAModel):
         self.encoders = ModalityEncoders(config, spec, n_tokens=1)
         # per-modality integrity estimate: the weights a model blind to the erasure masks must infer,
         # from the pooled token and the share of zero frames the input shows
-        self.integrity = nn.ModuleDict({m: mlp(d + 1, d, 1, p) for m in MODALITIES})
+        self.integrity = nn.ModuleDict({m: zero_last(mlp(d + 1, d, 1, p)) for m in MODALITIES})
         if config.use_factorization:
             # one homogeneous head for all modalities: the shared semantics live in one space by
             # construction. No output bias: a bias is a free constant that sim would collapse onto.
@@ -151,8 +153,9 @@ class FSRF(MSAModel):
         enc = self.encoders(inputs)
         z = {m: enc[m].tokens[:, 0] for m in MODALITIES}  # 3 x (B, d)
         ev = erasure_evidence(inputs)  # (B, 3)
-        iota_hat = torch.sigmoid(torch.cat([self.integrity[m](torch.cat([z[m], ev[:, i, None]], -1))
-                                            for i, m in enumerate(MODALITIES)], dim=1))  # (B, 3)
+        corr = torch.cat([self.integrity[m](torch.cat([z[m], ev[:, i, None]], -1))
+                          for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
+        iota_hat = torch.sigmoid(integrity_prior(ev) + corr)  # (B, 3)
         # the true fractions only when the scenario grants the oracle ('known'); else the estimate
         w = inputs.integrity if inputs.known else iota_hat  # (B, 3)
         if self.config.use_factorization:
@@ -222,7 +225,7 @@ class FSRF(MSAModel):
         halves = (slice(0, labels.shape[0] // 2), slice(labels.shape[0] // 2, None))
         sim = sum(cross_modal_info_nce([hom[m][h] for m in MODALITIES], present[h], self.config.tau_sim)
                   for h in halves) / 2
-        var = sum(variance_hinge(hom[m]) + variance_hinge(het[m]) for m in MODALITIES) / 6
+        var = sum(spread(hom[m]) + spread(het[m]) for m in MODALITIES) / 6
         orth = sum(subspace_overlap(hom[m], het[m]) + subspace_overlap(hom[m], noi[m])
                    + subspace_overlap(het[m], noi[m]) for m in MODALITIES) / 9
         noise = sum(label_correlation(noi[m], labels) for m in MODALITIES) / 3

@@ -98,6 +98,17 @@ def variance_hinge(x: Tensor, gamma: float = 1.0) -> Tensor:
     return F.relu(gamma - std).mean()
 
 
+def spread(x: Tensor) -> Tensor:
+    """Anti-collapse term of a part x (B, D): VICReg's variance hinge plus the squared norm of the
+    batch mean of the L2-normalised rows, ||mean_i x_i/|x_i| ||², which is the mean cosine between
+    samples up to O(1/B) (Wang & Isola 2020's uniformity in its simplest form). The hinge alone
+    lets every row share one large offset (cosine ~1 with unit spread); the second term removes it."""
+    if x.shape[0] < 2:
+        return x.sum() * 0.0
+    centroid = F.normalize(x, dim=-1, eps=EPS).mean(0)  # (D,)
+    return variance_hinge(x) + centroid.pow(2).sum()
+
+
 def cross_modal_info_nce(parts: list[Tensor], avail: Tensor, tau: float) -> Tensor:
     """Symmetric InfoNCE between modalities: for each pair (m, n), sample i's part of m must pick
     sample i's part of n among the batch (cosine / tau), and back. Only samples with both modalities

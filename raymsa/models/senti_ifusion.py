@@ -11,8 +11,8 @@ Built from its family (LNLN, NeurIPS 2024); everything else is this project's de
 in docs/models.md:
 
     E_m = Enc_m(x_m): K learned tokens T_m (B, K, d) and the shortened sequence S_m (B, T'_m, d)
-    ι̂_m = σ(MLP([Attn(q_m, [T_m; S_m over valid steps]); e_m]))      integrity, MSE to observed fraction
-                                                                       (e_m: share of zero frames in the input)
+    ι̂_m = σ(logit(1 - e_m) + MLP([Attn(q_m, [T_m; S_m over valid steps]); e_m]))   integrity, MSE to the
+                          observed fraction (e_m: share of zero frames in the input; the MLP starts at 0)
     C_m = W_c T_m (shared, no bias)   T_m - C_m = modality-specific part
     proxy_m = Attn(Q_m, {C_n : n ≠ m}, bias log ι̂_n)                  from the others' consistent parts
     X_m = ι̂_m T_m + (1 - ι̂_m) proxy_m                                  LNLN's correction, all modalities
@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.models.base import DataSpec, MSAModel, Stage
 from raymsa.models.encoders import (NEG, CrossBlock, Encoded, EncoderConfig, ModalityEncoders, erasure_evidence,
-                                    frozen_eval, key_bias, mlp)
+                                    frozen_eval, integrity_prior, key_bias, mlp, zero_last)
 from raymsa.models.losses import (cross_modal_info_nce, kl_teacher_student, label_bins, subspace_overlap,
-                                  variance_hinge)
+                                  spread)
 from raymsa.models.registry import register
 
 M = len(MODALITIES)
@@ -95,7 +95,7 @@ class IntegrityEstimator(nn.Module):
         self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.attn = CrossBlock(d, n_heads, ff_mult, dropout)
         self.norm = nn.LayerNorm(d)
-        self.mlp = mlp(d + 1, hidden, 1)
+        self.mlp = zero_last(mlp(d + 1, hidden, 1))  # a correction of the zero-frame prior, starting at 0
 
     def forward(self, e: Encoded, evidence: Tensor) -> Tensor:
         b, k = e.tokens.shape[:2]
@@ -157,7 +157,8 @@ class SentiIFusion(MSAModel):
         tok = {m: enc[m].tokens for m in MODALITIES}  # 3 x (B, K, d)
         if c.use_integrity:
             ev = erasure_evidence(inputs)  # (B, 3)
-            logit = torch.stack([self.integrity[m](enc[m], ev[:, i]) for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
+            corr = torch.stack([self.integrity[m](enc[m], ev[:, i]) for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
+            logit = integrity_prior(ev) + corr
             iota, log_iota = torch.sigmoid(logit), F.logsigmoid(logit)  # logsigmoid: bounded gradient at ι̂ -> 0
         else:
             iota = torch.full((inputs.size, M), 0.5, device=inputs.device)  # (B, 3)
@@ -283,6 +284,6 @@ class SentiIFusion(MSAModel):
         present = targets.present  # (B, 3) loss side: which modalities truly have an observed frame
         pooled = [cons[m].mean(1) for m in MODALITIES]  # 3 x (B, d)
         consist = cross_modal_info_nce(pooled, present, c.tau_consist)
-        var = torch.stack([variance_hinge(p) for p in pooled]).mean()
+        var = torch.stack([spread(p) for p in pooled]).mean()
         return {"feat": torch.stack(feat).mean(), "sem": torch.stack(sem).mean(), "uni": torch.stack(uni).mean(),
                 "consist": consist, "var": var, "orth": torch.stack(orth).mean()}
