@@ -160,3 +160,30 @@ def test_shipped_configs_parse_and_say_how_to_run(path):
     assert path.read_text().startswith("#") and "python -m raymsa.train" in path.read_text()
     cfg = load_train_config(path)
     assert cfg.model.name and cfg.scenario.levels
+
+
+def test_final_eval_rows_carry_the_arm_and_the_diagnostics(tiny_data, tmp_path):
+    """write_final_eval: every row names its eval scenario's knowledge arm; Senti-iFusion adds its
+    diag/ rows (integrity error per modality, dominant shares, collapse cosines) at every level."""
+    import pandas as pd
+
+    from raymsa.missing import ScenarioConfig
+    from raymsa.train.loop import EVAL_COLUMNS, FinalEval
+
+    cfg = tiny_config(model="senti_ifusion", epochs=2)
+    scen = [ScenarioConfig(kind="intra", levels=[0.0, 0.5]),
+            ScenarioConfig(kind="intra", name="intra_known", knowledge="known", levels=[0.0, 0.5])]
+    fe = FinalEval(scen, tmp_path / "eval.csv", {"model": "senti_ifusion", "scenario": "intra", "seed": 1,
+                                                 "config_id": "default"})
+    run(cfg, tiny_data, LocalSession(tmp_path / "run", resume=False), final_eval=fe, verbose=False)
+    df = pd.read_csv(tmp_path / "eval.csv", dtype={"level": str})
+    assert list(df.columns) == list(EVAL_COLUMNS)
+    assert dict(df.groupby("eval_scenario")["knowledge"].agg(set)) == {"intra": {"unknown"},
+                                                                       "intra_known": {"known"}}
+    diag = df[df["metric"].str.startswith("diag/")]
+    for lv in ("0", "0.5"):
+        got = set(diag.loc[(diag["eval_scenario"] == "intra") & (diag["level"] == lv), "metric"])
+        assert {"diag/integrity_mae/audio", "diag/integrity_bias/text", "diag/dominant_share/vision",
+                "diag/cosine/consistent/text"} <= got
+    # the true erasure at 0 is none: integrity error is the estimator's alone, and finite
+    assert diag["value"].notna().all()
