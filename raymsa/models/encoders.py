@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from raymsa.batch import MODALITIES, UNK_ID, ModelInput
+from raymsa.batch import MODALITIES, ModelInput
 from raymsa.config import ConfigError
 from raymsa.models.base import DataSpec, ModelConfig
 
@@ -221,29 +221,27 @@ class ModalityEncoders(nn.Module):
 
 def erasure_evidence(inputs: ModelInput) -> Tensor:
     """(B, 3) what the input itself shows of its erasure, per modality: the share of valid frames that
-    are exactly zero vectors (the field's protocol erases a frame by zeroing it), for BERT ids the
-    share of attended tokens that are [UNK]. Computed from corrupted features and padding masks
-    only, so it is open to a model under unknown missingness (a deployed model sees the same zeros).
-    0 for a sample with no valid frame."""
+    are exactly zero vectors (the field's protocol erases a frame by zeroing it; text included, whose
+    features are erased the same way whatever the ids show). Computed from corrupted features and
+    padding masks only, so it is open to a model under unknown missingness (a deployed model sees
+    the same zeros). 0 for a sample with no valid frame."""
     cols = []
     for m in MODALITIES:
         valid = inputs.valid[m]  # (B, T)
-        if m == "text" and inputs.text_ids is not None:
-            zero = inputs.text_ids[:, 0] == UNK_ID  # (B, T)
-            valid = valid & (inputs.text_ids[:, 1] > 0)
-        else:
-            zero = (inputs.features(m) == 0).all(dim=-1)  # (B, T)
+        zero = (inputs.features(m) == 0).all(dim=-1)  # (B, T)
         cols.append((zero & valid).sum(1) / valid.sum(1).clamp_min(1))
     return torch.stack(cols, dim=1).to(inputs.text.dtype)  # (B, 3)
 
 
 def integrity_prior(evidence: Tensor) -> Tensor:
-    """(B, 3) logit of 1 − evidence, clamped to [0.02, 0.98]: where an integrity estimator starts.
+    """(B, 3) logit of 1 − evidence, clamped to [0.001, 0.999]: where an integrity estimator starts.
+    (A tighter clamp biased the estimates high: a complete modality's target is 1, and the correction
+    learned a positive offset to reach it from the clamp, which it then added everywhere.)
 
     The learned estimators add their correction to this logit (their last layer starts at zero), so
     an estimate is unbiased from the first step wherever the zero frames tell the whole story, and
     the network learns what they do not (frames that were zero before erasure, noise, ids)."""
-    return torch.logit((1.0 - evidence).clamp(0.02, 0.98))
+    return torch.logit((1.0 - evidence).clamp(0.001, 0.999))
 
 
 def zero_last(module: nn.Sequential) -> nn.Sequential:
