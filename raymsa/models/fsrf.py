@@ -157,7 +157,9 @@ class FSRF(MSAModel):
                           for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
         iota_hat = torch.sigmoid(integrity_prior(ev) + corr)  # (B, 3)
         # the true fractions only when the scenario grants the oracle ('known'); else the estimate
-        w = inputs.integrity if inputs.known else iota_hat  # (B, 3)
+        # detached: trained by its target alone, the estimate stays an estimate (the task's gradient
+        # pushed it up, towards trusting the encoder token over the recovered one: biased high)
+        w = inputs.integrity if inputs.known else iota_hat.detach()  # (B, 3)
         if self.config.use_factorization:
             hom = {m: self.homo(z[m]) for m in MODALITIES}
             het = {m: self.hetero[m](z[m]) for m in MODALITIES}

@@ -159,6 +159,10 @@ class SentiIFusion(MSAModel):
             ev = erasure_evidence(inputs)  # (B, 3)
             corr = torch.stack([self.integrity[m](enc[m], ev[:, i]) for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
             logit = integrity_prior(ev) + corr
+            # ι̂ for the losses; its uses downstream are detached, so only the integrity target trains
+            # the estimator (the task's gradient made it biased high)
+            iota_est = torch.sigmoid(logit)
+            logit = logit.detach()
             iota, log_iota = torch.sigmoid(logit), F.logsigmoid(logit)  # logsigmoid: bounded gradient at ι̂ -> 0
         else:
             iota = torch.full((inputs.size, M), 0.5, device=inputs.device)  # (B, 3)
@@ -167,7 +171,8 @@ class SentiIFusion(MSAModel):
             x, cons = self._complete(tok, iota, log_iota)
         else:
             x, cons = tok, None
-        out = {"enc": enc, "tok": tok, "iota": iota, "x": x, "cons": cons, "alpha": None}
+        out = {"enc": enc, "tok": tok, "iota": iota, "iota_est": iota_est if c.use_integrity else iota,
+               "x": x, "cons": cons, "alpha": None}
         if self.stage == "joint":
             out["pred"], out["alpha"] = self._fuse(x, enc, iota, log_iota)
         else:
@@ -197,7 +202,7 @@ class SentiIFusion(MSAModel):
 
         losses: dict[str, Tensor] = {}
         if c.use_integrity:
-            losses["integrity"] = F.mse_loss(p["iota"], targets.integrity)  # the true fractions: a target only
+            losses["integrity"] = F.mse_loss(p["iota_est"], targets.integrity)  # the true fractions: a target only
         if c.use_completion:
             losses.update(self._validation_losses(targets, p["tok"], p["x"], p["cons"]))
         return {"pred": pred, "losses": losses}
