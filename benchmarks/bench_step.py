@@ -71,8 +71,9 @@ class Runner:
 
     def step(self, batch: Batch) -> float:
         t0 = time.perf_counter()
-        out = self.model(batch)
-        loss = F.mse_loss(out["pred"], batch.labels) + sum(self.weights[k] * v for k, v in out["losses"].items())
+        inputs, targets = batch.split("unknown")  # the default arm: the model sees no erasure mask
+        out = self.model(inputs, targets)
+        loss = F.mse_loss(out["pred"], targets.labels) + sum(self.weights[k] * v for k, v in out["losses"].items())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -74,6 +74,12 @@ def make_batch(spec: DataSpec = SPEC, b: int = 6, *, subset: str = "lav", rate: 
     return Batch(**erased, valid=valid, observed=observed, labels=labels, text_ids=ids_erased, complete=complete)
 
 
+def call(model, batch: Batch, knowledge: str = "unknown"):
+    """The loop's call: the model input of the arm, and the loss targets in training only."""
+    inputs, targets = batch.split(knowledge)
+    return model(inputs, targets) if model.training else model(inputs)
+
+
 def tiny(name: str, spec: DataSpec = SPEC, seed: int = 0, **fields):
     torch.manual_seed(seed)
     return build_model(name, fields, spec=spec, tiny=True)
@@ -131,7 +137,7 @@ def test_bad_config_is_a_config_error(name, bad, key):
 def test_every_parameter_gets_a_finite_gradient(name):
     model = last_stage(tiny(name)).train()
     batch = make_batch(rate=0.0)
-    out = model(batch)
+    out = call(model, batch)
     assert set(out["losses"]) <= set(model.loss_weights())
     total_loss(model, batch, out).backward()
     for pname, p in model.named_parameters():
@@ -149,13 +155,13 @@ PATTERNS = ([{"subset": s} for s in SUBSETS] + [{"rate": r} for r in (0.0, 0.5, 
 def test_finite_under_every_missingness_pattern(name, pattern):
     model = last_stage(tiny(name)).train()
     batch = make_batch(**pattern)
-    out = model(batch)
+    out = call(model, batch)
     assert_finite(out, batch.size)
     total_loss(model, batch, out).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.eval()
     with torch.no_grad():
-        assert_finite(model(batch), batch.size)
+        assert_finite(call(model, batch), batch.size)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -165,7 +171,7 @@ def test_same_seed_same_output(name):
     for _ in range(2):
         model = tiny(name, seed=3).train()
         torch.manual_seed(7)  # dropout
-        outs.append(model(batch))
+        outs.append(call(model, batch))
     assert torch.equal(outs[0]["pred"], outs[1]["pred"])
     for k, v in outs[0]["losses"].items():
         assert torch.equal(v, outs[1]["losses"][k]), k
@@ -177,7 +183,7 @@ def test_eval_needs_no_complete_input(name):
     batch = make_batch(rate=0.5)
     batch.complete = None
     with torch.no_grad():
-        assert_finite(model(batch), batch.size)
+        assert_finite(call(model, batch), batch.size)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -186,10 +192,10 @@ def test_training_without_complete_is_a_clear_error_when_needed(name):
     batch = make_batch(rate=0.5)
     batch.complete = None
     if model.needs_complete:
-        with pytest.raises(ValueError, match="batch.complete"):
-            model(batch)
+        with pytest.raises(ValueError, match="targets.complete"):
+            call(model, batch)
     else:
-        assert_finite(model(batch), batch.size)
+        assert_finite(call(model, batch), batch.size)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -199,7 +205,7 @@ def test_tiny_step_is_fast(name):
     times = []
     for _ in range(4):  # the first is a warm-up; the best of the rest discounts other processes' load
         t0 = time.perf_counter()
-        total_loss(model, batch, model(batch)).backward()
+        total_loss(model, batch, call(model, batch)).backward()
         times.append(time.perf_counter() - t0)
     assert min(times[1:]) < 1.0, times
 
@@ -221,7 +227,7 @@ def test_encoder_fully_masked_rows_are_finite_and_masks_pool_by_any():
     out = enc(x, valid, observed)
     assert out.seq.shape == (3, 3, 16) and out.tokens.shape == (3, 1, 16)  # ceil(10 / 4) = 3 steps
     assert torch.isfinite(out.seq).all() and torch.isfinite(out.tokens).all()
-    assert out.observed.tolist() == [[False] * 3, [True, False, False], [True, False, False]]
+    assert out.attend.tolist() == [[False] * 3, [True, False, False], [True, False, False]]
     assert out.valid[2].tolist() == [True, False, False]
     out.tokens.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters() if p.grad is not None)
@@ -233,7 +239,7 @@ def test_encoder_fully_masked_rows_are_finite_and_masks_pool_by_any():
 def test_bert_text_encoder_runs_forward_and_backward(name):
     model = last_stage(tiny(name, spec=BERT_SPEC, text_encoder="bert")).train()
     batch = make_batch(BERT_SPEC, mixed=True, zero_len=True)
-    out = model(batch)
+    out = call(model, batch)
     assert_finite(out, batch.size)
     total_loss(model, batch, out).backward()
     emb = model.encoders.bert.embeddings.word_embeddings.weight
@@ -249,7 +255,7 @@ def test_bert_from_a_local_directory(tmp_path):
     model = tiny("late_fusion", spec=BERT_SPEC, text_encoder="bert", bert_path=str(tmp_path)).train()
     assert model.encoders.bert.config.hidden_size == 24
     batch = make_batch(BERT_SPEC, rate=0.5)
-    total_loss(model, batch, model(batch)).backward()
+    total_loss(model, batch, call(model, batch)).backward()
 
 
 def test_bert_missing_path_is_a_config_error_naming_it(tmp_path):
@@ -270,7 +276,7 @@ def test_bert_batch_without_ids_is_a_clear_error():
     batch = make_batch(BERT_SPEC)
     batch.text_ids = batch.text_ids[:, :2]
     with pytest.raises(ValueError, match="text_ids"):
-        model(batch)
+        call(model, batch)
 
 
 # ---- input checks ------------------------------------------------------------------------------
@@ -300,12 +306,12 @@ def _complete_mismatch(b: Batch) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("corrupt, match", [(_wrong_dim, r"batch\.audio .*D=5"),
-                                            (_missing_modality, r"batch\.vision is missing"),
-                                            (_wrong_mask_shape, r"batch\.observed\['text'\]"),
-                                            (_float_mask, r"batch\.valid\['audio'\].*torch.bool"),
-                                            (_wrong_labels, r"batch\.labels"),
-                                            (_complete_mismatch, r"batch\.complete\..*vision")])
+@pytest.mark.parametrize("corrupt, match", [(_wrong_dim, r"inputs\.audio .*D=5"),
+                                            (_missing_modality, r"inputs\.vision is missing"),
+                                            (_wrong_mask_shape, r"targets\.observed\['text'\]"),
+                                            (_float_mask, r"inputs\.valid\['audio'\].*torch.bool"),
+                                            (_wrong_labels, r"targets\.labels"),
+                                            (_complete_mismatch, r"targets\.complete\..*vision")])
 def test_check_batch_names_the_tensor(name, corrupt, match):
     model = tiny(name).train()
     batch = make_batch()
@@ -313,7 +319,7 @@ def test_check_batch_names_the_tensor(name, corrupt, match):
     if corrupt is _complete_mismatch and not model.needs_complete:
         return
     with pytest.raises(ValueError, match=match):
-        model(batch)
+        call(model, batch)
 
 
 # ---- ablation switches -------------------------------------------------------------------------
@@ -334,9 +340,9 @@ def test_ablation_switch_off_runs_and_drops_its_losses(name, switch, gone):
     full = last_stage(tiny(name)).train()
     model = last_stage(tiny(name, **{switch: False})).train()
     batch = make_batch(mixed=True, zero_len=True)
-    out = model(batch)
+    out = call(model, batch)
     assert_finite(out, batch.size)
-    assert gone <= set(full(batch)["losses"])
+    assert gone <= set(call(full, batch)["losses"])
     assert not gone & set(out["losses"]) and not gone & set(model.loss_weights())
     total_loss(model, batch, out).backward()
 
@@ -346,14 +352,14 @@ def test_fsrf_all_switches_off_needs_no_complete_input():
     assert not model.needs_complete
     batch = make_batch(rate=0.5)
     batch.complete = None
-    out = model(batch)
+    out = call(model, batch)
     assert_finite(out, batch.size) and out["losses"] == {}
 
 
 def test_senti_hard_dominance_runs_and_reaches_the_quality_scorer():
     model = last_stage(tiny("senti_ifusion", dominant="hard")).train()
     batch = make_batch(mixed=True)
-    out = model(batch)
+    out = call(model, batch)
     assert_finite(out, batch.size)
     total_loss(model, batch, out).backward()
     assert all(p.grad is not None for p in model.quality.parameters())
@@ -370,7 +376,7 @@ def test_stages_cover_the_run_and_every_stage_runs(name):
     batch = make_batch(mixed=True)
     for s in stages:
         model.set_stage(s.name)
-        out = model(batch)
+        out = call(model, batch)
         assert_finite(out, batch.size)
         total_loss(model, batch, out).backward()
     with pytest.raises(ValueError, match="unknown stage"):
@@ -388,7 +394,7 @@ def test_senti_two_stage_schedule_and_weights():
     model.set_stage("completion")
     model.train()
     batch = make_batch()
-    total_loss(model, batch, model(batch)).backward()
+    total_loss(model, batch, call(model, batch)).backward()
     assert all(p.grad is None for p in model.fusion.parameters())
     assert model.integrity["audio"].query.grad is not None
 

@@ -152,7 +152,8 @@ def md_table(md: str, title: str) -> tuple[list[str], dict[str, list[str]]]:
 def test_results_csv_rows_and_columns(study):
     res = pd.read_csv(study / "report" / "results.csv", dtype={"level": str})
     assert list(res.columns) == ["model", "scenario", "eval_scenario", "level", "seed", "split", "metric",
-                                 "value", "config_id"]
+                                 "value", "config_id", "knowledge"]
+    assert set(res["knowledge"]) == {"unknown"}  # these eval.csv files predate the column: read as unknown
     n_levels = {s: len(lv) for s, (_, lv) in SCENARIOS.items()}
     test_rows = sum(n_levels.values()) * len(METRICS)  # every run is tested under every scenario
     expected = sum(test_rows + n_levels[s] * len(METRICS)  # + valid rows of its own scenario

@@ -67,7 +67,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tiny_data, tmp_path, model
         run(cfg, tiny_data, CrashAfter(tmp_path / "b", 2, resume=False), verbose=False)
     resumed = run(cfg, tiny_data, LocalSession(tmp_path / "b", resume=True), verbose=False)
     assert resumed.epochs_run == 4
-    assert [h["objective"] for h in resumed.history] == [h["objective"] for h in full.history]
+    # NaN-aware: the epochs of stage 'completion' have no objective
+    np.testing.assert_equal([h["objective"] for h in resumed.history], [h["objective"] for h in full.history])
     assert resumed.best_epoch == full.best_epoch
     assert resumed.test == full.test
     a = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=True)["model"]
@@ -122,7 +123,25 @@ def test_stage_schedule_gives_each_stage_its_share():
     stages = [Stage("completion", 0.3), Stage("joint", 0.7)]
     assert [stage_for_epoch(stages, e, 10) for e in range(10)] == ["completion"] * 3 + ["joint"] * 7
     assert [stage_for_epoch(stages, e, 2) for e in range(2)] == ["completion", "joint"]
-    assert stage_for_epoch(stages, 0, 1) == "completion"
+    # one epoch: the final stage, the only one selection may pick (a 'completion'-only run has no model)
+    assert stage_for_epoch(stages, 0, 1) == "joint"
+
+
+def test_only_the_final_stage_is_selected_or_reported(tiny_data, tmp_path):
+    """Senti-iFusion's stage 'completion' has no fusion: its epochs report no objective (NaN), so
+    neither selection nor ASHA (which skips NaN rewards) can pick a stage-1 checkpoint, even when
+    its validation MAE is the best of the run."""
+    cfg = tiny_config(model="senti_ifusion", epochs=4, patience=1)
+    cfg.model.stage1_fraction = 0.5
+    res = run(cfg, tiny_data, LocalSession(tmp_path, resume=False), verbose=False)
+    stages = [h["stage"] for h in res.history]
+    assert stages[:2] == ["completion", "completion"]
+    assert all(math.isnan(h["objective"]) and math.isnan(h["best_objective"])
+               for h in res.history if h["stage"] == "completion")
+    assert all(math.isfinite(h["objective"]) for h in res.history if h["stage"] == "joint")
+    assert res.history[res.best_epoch - 1]["stage"] == "joint"
+    # patience counts judged epochs only: the run reaches the joint stage although patience is 1
+    assert len(res.history) >= 3
 
 
 def test_shards_are_disjoint_equal_and_seeded():
@@ -141,3 +160,30 @@ def test_shipped_configs_parse_and_say_how_to_run(path):
     assert path.read_text().startswith("#") and "python -m raymsa.train" in path.read_text()
     cfg = load_train_config(path)
     assert cfg.model.name and cfg.scenario.levels
+
+
+def test_final_eval_rows_carry_the_arm_and_the_diagnostics(tiny_data, tmp_path):
+    """write_final_eval: every row names its eval scenario's knowledge arm; Senti-iFusion adds its
+    diag/ rows (integrity error per modality, dominant shares, collapse cosines) at every level."""
+    import pandas as pd
+
+    from raymsa.missing import ScenarioConfig
+    from raymsa.train.loop import EVAL_COLUMNS, FinalEval
+
+    cfg = tiny_config(model="senti_ifusion", epochs=2)
+    scen = [ScenarioConfig(kind="intra", levels=[0.0, 0.5]),
+            ScenarioConfig(kind="intra", name="intra_known", knowledge="known", levels=[0.0, 0.5])]
+    fe = FinalEval(scen, tmp_path / "eval.csv", {"model": "senti_ifusion", "scenario": "intra", "seed": 1,
+                                                 "config_id": "default"})
+    run(cfg, tiny_data, LocalSession(tmp_path / "run", resume=False), final_eval=fe, verbose=False)
+    df = pd.read_csv(tmp_path / "eval.csv", dtype={"level": str})
+    assert list(df.columns) == list(EVAL_COLUMNS)
+    assert dict(df.groupby("eval_scenario")["knowledge"].agg(set)) == {"intra": {"unknown"},
+                                                                       "intra_known": {"known"}}
+    diag = df[df["metric"].str.startswith("diag/")]
+    for lv in ("0", "0.5"):
+        got = set(diag.loc[(diag["eval_scenario"] == "intra") & (diag["level"] == lv), "metric"])
+        assert {"diag/integrity_mae/audio", "diag/integrity_bias/text", "diag/dominant_share/vision",
+                "diag/cosine/consistent/text"} <= got
+    # the true erasure at 0 is none: integrity error is the estimator's alone, and finite
+    assert diag["value"].notna().all()

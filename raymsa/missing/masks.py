@@ -131,6 +131,21 @@ def _burst_keep(valid: Tensor, rate: float | Tensor, key_start: int, key_round: 
     return keep
 
 
+def _imbalanced_missing(rate: float | Tensor, scale: dict[str, float], key: int, index: Tensor) -> Tensor:
+    """(N, 3) bool: modality m missing (whole) iff u_m < rate * scale[m], never all three.
+
+    u (N, 3) is fixed per key, so the masks are nested in the rate. Where all three would go, the
+    modality that would go last as the rate grows (largest u_m / scale[m]) is kept: it is the same
+    modality at every rate, which keeps the masks nested."""
+    u = torch.stack([uniform_rows(stream_key(key, m), index) for m in MODALITIES], dim=1)  # (N, 3)
+    w = torch.tensor([scale[m] for m in MODALITIES], dtype=torch.float32, device=index.device)  # (3,)
+    r = rate[:, None] if isinstance(rate, Tensor) else rate
+    missing = u < r * w[None, :]  # (N, 3)
+    last = (u / w.clamp_min(1e-12)[None, :]).argmax(dim=1)  # (N,) the modality dropped last
+    keep_one = missing.all(dim=1, keepdim=True) & (torch.arange(3, device=index.device)[None, :] == last[:, None])
+    return missing & ~keep_one
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -168,6 +183,10 @@ def eval_missingness(valid: dict[str, Tensor], scenario: ScenarioConfig, level, 
     elif kind == "noise":
         observed = {m: valid[m].clone() for m in MODALITIES}
         noise_std = torch.full((n,), x, dtype=torch.float32, device=device)
+    elif kind == "imbalanced":
+        missing = _imbalanced_missing(x, scenario.modality_scale, stream_key(seed, "imbalanced"), index)  # (N, 3)
+        for j, m in enumerate(MODALITIES):
+            observed[m] = valid[m] & ~missing[:, j : j + 1]
     else:  # pragma: no cover - ScenarioConfig validates kind
         raise ValueError(f"unknown missingness kind {kind!r}")
     return Missingness(observed=observed, noise_std=noise_std, seed=stream_key(seed, "noise"))
@@ -221,6 +240,11 @@ def train_missingness(valid: dict[str, Tensor], scenario: ScenarioConfig, seed: 
     elif kind == "noise":
         observed = {m: valid[m].clone() for m in MODALITIES}
         noise_std = rates("noise")
+    elif kind == "imbalanced":
+        # the same per-modality imbalance as the evaluation grid, at a severity ~ U(0, max) per sample
+        missing = _imbalanced_missing(rates("imbalanced"), scenario.modality_scale, key("imbalanced"), index)
+        for j, m in enumerate(MODALITIES):
+            observed[m] = valid[m] & ~missing[:, j : j + 1]
     else:  # pragma: no cover
         raise ValueError(f"unknown missingness kind {kind!r}")
     return Missingness(observed=observed, noise_std=noise_std, seed=key("noise"))

@@ -14,8 +14,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from raymsa.batch import SUBSETS
 from raymsa.config import StrictModel
 
-KINDS: tuple[str, ...] = ("intra", "inter", "subset", "mixed", "burst", "noise")
-Kind = Literal["intra", "inter", "subset", "mixed", "burst", "noise"]
+KINDS: tuple[str, ...] = ("intra", "inter", "subset", "mixed", "burst", "noise", "imbalanced")
+Kind = Literal["intra", "inter", "subset", "mixed", "burst", "noise", "imbalanced"]
+# imbalanced: the default per-modality scale of the level (MissBench-style: audio the fragile one)
+DEFAULT_MODALITY_SCALE: dict[str, float] = {"text": 0.25, "audio": 1.0, "vision": 0.5}
 
 # Never-all-missing caps the whole-modality missing rate: at most 2 of 3 modalities per sample.
 INTER_MAX_RATE = 2.0 / 3.0
@@ -32,7 +34,7 @@ def default_levels(kind: str) -> list[float] | list[str]:
         return list(SUBSETS)
     if kind == "inter":
         return _grid(6)  # 0.0 ... 0.6
-    return _grid(9)  # 0.0 ... 0.9 (intra, mixed, burst, noise)
+    return _grid(9)  # 0.0 ... 0.9 (intra, mixed, burst, noise, imbalanced)
 
 
 def canonical_subset(s: str) -> str:
@@ -53,8 +55,13 @@ class ScenarioConfig(StrictModel):
 
     name: str | None = None  # label in reports; defaults to kind
     kind: Kind
+    # what the model is told: 'unknown' (the field's protocol: corrupted input and padding masks
+    # only) or 'known' (the observation masks too: the mask-aware oracle arm)
+    knowledge: Literal["unknown", "known"] = "unknown"
     levels: list[float] | list[str] | None = Field(default=None, validate_default=True)  # None -> default
     mixed_inter_ratio: float = 0.5  # mixed level r = whole-modality rate ratio*r + frame rate r
+    # imbalanced level r: modality m is missing (whole) in a sample with probability r * modality_scale[m]
+    modality_scale: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MODALITY_SCALE))
     # training sampler: rates ~ U(0, train_max_rate) (default validated: mixed checks it against the ratio)
     train_max_rate: float = Field(default=1.0, validate_default=True)
     train_complete_fraction: float = 0.5  # share of training samples left complete each epoch
@@ -120,6 +127,18 @@ class ScenarioConfig(StrictModel):
                 )
         return v
 
+    @field_validator("modality_scale")
+    @classmethod
+    def _check_scale(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        from raymsa.batch import MODALITIES
+
+        if set(v) != set(MODALITIES):
+            raise ValueError(f"must give a scale for exactly {list(MODALITIES)}, got {sorted(v)}")
+        for m, x in v.items():
+            if not math.isfinite(x) or not 0.0 <= x <= 1.0:
+                raise ValueError(f"{m}: scale {x} must be in [0, 1] (the level times it is a missing rate)")
+        return {m: float(v[m]) for m in MODALITIES}
+
     @field_validator("train_max_rate")
     @classmethod
     def _check_train_max(cls, v: float, info: ValidationInfo) -> float:
@@ -165,6 +184,8 @@ class ScenarioConfig(StrictModel):
             "mixed": "missing rate (frames; modalities x%g)" % self.mixed_inter_ratio,
             "burst": "burst length (fraction of frames)",
             "noise": "noise std (x feature std)",
+            "imbalanced": "severity r (modality missing rates r x %s)" % "/".join(
+                f"{self.modality_scale[m]:g}" for m in ("text", "audio", "vision")),
         }[self.kind]
 
     def level_value(self, level: float | str) -> float | str:

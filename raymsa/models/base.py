@@ -1,7 +1,9 @@
 """The one interface every model implements, so training, search and evaluation never branch on a
 model's name.
 
-    out = model(batch)              # batch: raymsa.batch.Batch
+    inputs, targets = batch.split(knowledge)   # raymsa.batch: ModelInput, Targets
+    out = model(inputs, targets)    # training: targets feed only the losses
+    out = model(inputs)             # evaluation: targets are never given
     out["pred"]                     # (B,) sentiment score
     out["losses"]                   # {name: scalar tensor}, auxiliary losses, unweighted
     out["pred_complete"]            # optional (B,): the complete view's prediction in training; the
@@ -11,7 +13,8 @@ model's name.
     model.stages()                  # [Stage(name, fraction of epochs)], followed by the loop
     model.set_stage(name)
 
-In eval mode a model must not need `batch.complete` and may return no losses.
+The prediction may depend only on `inputs`: in eval mode a forward that is handed targets raises,
+so an evaluation cannot read labels, erasure masks or the complete input even by mistake.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from raymsa.batch import MODALITIES, Batch
+from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.config import StrictModel
 
 
@@ -67,7 +70,7 @@ class MSAModel(nn.Module):
         self.stage = self.stages()[0].name
 
     # ---- the interface -------------------------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, Any]:  # pragma: no cover - abstract
+    def forward(self, inputs: ModelInput, targets: Targets | None = None) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
     def loss_weights(self) -> dict[str, float]:
@@ -84,54 +87,97 @@ class MSAModel(nn.Module):
         self.stage = name
 
     @property
+    def final_stage(self) -> bool:
+        """Whether the current stage is the last one: the only one whose forward path is the
+        model's (selection and pruning judge nothing else)."""
+        return self.stage == self.stages()[-1].name
+
+    def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
+        """Per-sample inner outputs for the diagnostics of raymsa.train.evaluate (eval mode, no
+        targets): 'integrity' (B, 3) estimates, 'dominance' (B, 3) weights, 'part/<name>' (B, D)
+        representations whose collapse is measured. {} for a model with none of these."""
+        return {}
+
+    @property
     def needs_complete(self) -> bool:
-        """Whether training batches must carry the complete input (self-distillation, targets)."""
+        """Whether training targets must carry the complete input (self-distillation, targets)."""
         return False
 
-    # ---- input checks, before any computation ----------------------------------------------
-    def check_batch(self, batch: Batch, _what: str = "batch") -> None:
-        """Raise a ValueError naming the tensor and the expected shape; nothing is computed before.
+    @property
+    def needs_targets(self) -> bool:
+        """Whether a training forward needs targets (it has auxiliary losses)."""
+        return bool(self.loss_weights()) or self.needs_complete
 
-        In training, a model that needs the complete input gets `batch.complete` checked the same way
-        (same shapes as the incomplete batch)."""
-        if batch.labels is None or batch.labels.dim() != 1:
-            shape = None if batch.labels is None else tuple(batch.labels.shape)
-            raise ValueError(f"{_what}.labels has shape {shape}; expected (B,)")
-        b = batch.labels.shape[0]
+    # ---- input checks, before any computation ----------------------------------------------
+    def check_inputs(self, inputs: ModelInput, targets: Targets | None) -> Targets | None:
+        """Raise naming the tensor and the expected shape; nothing is computed before. Returns the
+        targets a training forward may use (None in eval mode)."""
+        if not isinstance(inputs, ModelInput):
+            raise TypeError(f"{type(self).__name__} takes a raymsa.batch.ModelInput (batch.model_input(knowledge)), "
+                            f"got {type(inputs).__name__}: a model never sees a whole Batch")
+        if targets is not None and not isinstance(targets, Targets):
+            raise TypeError(f"targets must be a raymsa.batch.Targets (batch.targets()), got {type(targets).__name__}")
+        if not self.training and targets is not None:
+            raise ValueError(f"{type(self).__name__} got targets in eval mode: an evaluation sees the model input only")
+        self.check_model_input(inputs, "inputs")
+        b = inputs.size
+        if not self.training:
+            return None
+        if targets is None:
+            if self.needs_targets:
+                raise ValueError(f"{type(self).__name__} needs targets in training (its losses use them): "
+                                 f"call model(inputs, targets) with inputs, targets = batch.split(knowledge)")
+            return None
+        if targets.labels is None or tuple(targets.labels.shape) != (b,):
+            shape = None if targets.labels is None else tuple(targets.labels.shape)
+            raise ValueError(f"targets.labels has shape {shape}; expected (B={b},)")
         for m in MODALITIES:
-            x = batch.features(m)
+            want = (b, inputs.features(m).shape[1])
+            for mask_name in ("valid", "observed"):
+                mask = getattr(targets, mask_name).get(m)
+                if mask is None or tuple(mask.shape) != want or mask.dtype != torch.bool:
+                    got = None if mask is None else (tuple(mask.shape), mask.dtype)
+                    raise ValueError(f"targets.{mask_name}[{m!r}] is {got}; expected torch.bool of shape {want}")
+        if self.needs_complete:
+            if not targets.has_complete:
+                raise ValueError(f"targets.complete is missing; {type(self).__name__} needs the complete input in "
+                                 f"training (keep it in the missingness scenario, or switch off the parts that use it)")
+            c = targets.complete
+            self.check_model_input(c, "targets.complete")
+            for m in MODALITIES:
+                if c.features(m).shape != inputs.features(m).shape:
+                    raise ValueError(f"targets.complete.{m} has shape {tuple(c.features(m).shape)}; expected the "
+                                     f"incomplete input's {tuple(inputs.features(m).shape)}")
+        return targets
+
+    def check_model_input(self, inputs: ModelInput, what: str) -> None:
+        b = inputs.text.shape[0] if inputs.text is not None else None
+        for m in MODALITIES:
+            x = inputs.features(m)
             want = (b, self.spec.seq_lens[m], self.spec.dims[m])
             if x is None:
-                raise ValueError(f"{_what}.{m} is missing; the model was built for {m} of shape {want}")
+                raise ValueError(f"{what}.{m} is missing; the model was built for {m} of shape {want}")
             # sequence length may differ from the training data's (another file); dims may not
             if x.dim() != 3 or x.shape[0] != b or x.shape[1] < 1 or x.shape[2] != want[2]:
-                raise ValueError(f"{_what}.{m} has shape {tuple(x.shape)}; expected (B={b}, T>=1, D={want[2]})")
-            for mask_name in ("valid", "observed"):
-                mask = getattr(batch, mask_name).get(m)
+                raise ValueError(f"{what}.{m} has shape {tuple(x.shape)}; expected (B={b}, T>=1, D={want[2]})")
+            masks = {"valid": inputs.valid.get(m)}
+            if inputs.known:
+                masks["observed"] = inputs.observed.get(m)
+            for mask_name, mask in masks.items():
                 if mask is None:
-                    raise ValueError(f"{_what}.{mask_name}[{m!r}] is missing; "
+                    raise ValueError(f"{what}.{mask_name}[{m!r}] is missing; "
                                      f"expected a bool mask of shape {(b, x.shape[1])}")
                 if tuple(mask.shape) != (b, x.shape[1]) or mask.dtype != torch.bool:
                     raise ValueError(
-                        f"{_what}.{mask_name}[{m!r}] has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
+                        f"{what}.{mask_name}[{m!r}] has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
                         f"expected torch.bool of shape {(b, x.shape[1])}"
                     )
         if getattr(self.config, "text_encoder", "features") == "bert":
-            ids, t = batch.text_ids, batch.text.shape[1]
+            ids, t = inputs.text_ids, inputs.text.shape[1]
             if ids is None or ids.dim() != 3 or tuple(ids.shape) != (b, 3, t) or ids.is_floating_point():
                 shape = None if ids is None else tuple(ids.shape)
-                raise ValueError(f"{_what}.text_ids has shape {shape}; expected integer ids of shape (B={b}, 3, T={t}) "
+                raise ValueError(f"{what}.text_ids has shape {shape}; expected integer ids of shape (B={b}, 3, T={t}) "
                                  f"(text_encoder is 'bert')")
-        if self.training and self.needs_complete and _what == "batch":
-            c = batch.complete
-            if c is None:
-                raise ValueError(f"batch.complete is missing; {type(self).__name__} needs the complete input in "
-                                 f"training (keep it in the missingness scenario, or switch off the parts that use it)")
-            self.check_batch(c, "batch.complete")
-            for m in MODALITIES:
-                if c.features(m).shape != batch.features(m).shape:
-                    raise ValueError(f"batch.complete.{m} has shape {tuple(c.features(m).shape)}; expected the "
-                                     f"incomplete batch's {tuple(batch.features(m).shape)}")
 
     @staticmethod
     def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

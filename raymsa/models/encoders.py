@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from raymsa.batch import MODALITIES, Batch
+from raymsa.batch import MODALITIES, ModelInput
 from raymsa.config import ConfigError
 from raymsa.models.base import DataSpec, ModelConfig
 
@@ -78,7 +78,8 @@ class EncoderConfig(ModelConfig):
 class Encoded:
     tokens: Tensor  # (B, K, d) outputs at the learned tokens
     seq: Tensor  # (B, T', d) outputs at the shortened time steps
-    observed: Tensor  # (B, T') bool: the step holds at least one observed frame
+    attend: Tensor  # (B, T') bool: the step holds a frame the model may attend (ModelInput.attend:
+    #                 an observed frame under 'known', any valid frame under 'unknown')
     valid: Tensor  # (B, T') bool: the step holds at least one frame inside the sample's length
 
 
@@ -109,7 +110,7 @@ def frozen_eval(module: nn.Module) -> Iterator[None]:
 
 
 class SequenceEncoder(nn.Module):
-    """x (B, T, D_in) with valid/observed masks (B, T) -> Encoded with T' = ceil(T / stride)."""
+    """x (B, T, D_in) with valid/attend masks (B, T) -> Encoded with T' = ceil(T / stride)."""
 
     def __init__(self, in_dim: int, d: int, *, n_heads: int, layers: int, ff_mult: int, dropout: float,
                  kernel: int = 1, stride: int = 1, n_tokens: int = 1):
@@ -137,17 +138,17 @@ class SequenceEncoder(nn.Module):
         m = F.pad(mask.unsqueeze(1).float(), pads)  # (B, 1, T + pad)
         return F.max_pool1d(m, self.kernel, self.stride).squeeze(1) > 0  # (B, T')
 
-    def forward(self, x: Tensor, valid: Tensor, observed: Tensor) -> Encoded:
+    def forward(self, x: Tensor, valid: Tensor, attend: Tensor) -> Encoded:
         b, t, _ = x.shape
         pads = self._pads(t)
         h = self.proj(F.pad(x.transpose(1, 2), pads)).transpose(1, 2)  # (B, T', d)
-        valid_s, observed_s = self._pool_mask(valid, pads), self._pool_mask(observed, pads)
+        valid_s, attend_s = self._pool_mask(valid, pads), self._pool_mask(attend, pads)
         h = self.norm_in(h) + sinusoid(h.shape[1], h.shape[2], h.device, h.dtype)
         k = self.tokens.shape[0]
         z = torch.cat([self.tokens.expand(b, -1, -1), h], dim=1)  # (B, K + T', d)
-        pad = torch.cat([observed_s.new_zeros(b, k), ~observed_s], dim=1)  # (B, K + T') True = ignore
+        pad = torch.cat([attend_s.new_zeros(b, k), ~attend_s], dim=1)  # (B, K + T') True = ignore
         z = self.blocks(self.drop(z), src_key_padding_mask=pad)
-        return Encoded(tokens=z[:, :k], seq=z[:, k:], observed=observed_s, valid=valid_s)
+        return Encoded(tokens=z[:, :k], seq=z[:, k:], attend=attend_s, valid=valid_s)
 
 
 def build_bert(config: EncoderConfig) -> nn.Module:
@@ -189,21 +190,65 @@ class ModalityEncoders(nn.Module):
             for m in MODALITIES
         })
 
-    def _text_input(self, batch: Batch) -> Tensor:
+    def _text_input(self, inputs: ModelInput) -> Tensor:
         if self.bert is None:
-            return batch.text
-        ids, att, seg = batch.text_ids.long().unbind(1)  # 3 x (B, T)
+            return inputs.text
+        ids, att, seg = inputs.text_ids.long().unbind(1)  # 3 x (B, T)
         # a sample of length 0 would leave BERT no key; [CLS] is always there in real ids
         att = att.clone()
         att[:, 0] = 1
         return self.bert(input_ids=ids, attention_mask=att, token_type_ids=seg).last_hidden_state  # (B, T, H)
 
-    def forward(self, batch: Batch) -> dict[str, Encoded]:
+    def attend(self, inputs: ModelInput, modality: str) -> Tensor:
+        """(B, T) the frames the encoder may attend. Under BERT the ids of [CLS] (position 0) and
+        [SEP] (last attended position) are never erased, so they stay attended under 'known' too."""
+        keys = inputs.attend(modality)
+        if modality == "text" and self.bert is not None and inputs.known:
+            attn = inputs.text_ids[:, 1] > 0  # (B, T)
+            pos = torch.arange(attn.shape[1], device=attn.device)  # (T,)
+            last = torch.where(attn, pos, -1).amax(dim=1)  # (B,) position of [SEP]
+            special = attn & ((pos == 0)[None, :] | (pos[None, :] == last[:, None]))  # (B, T)
+            keys = keys | special
+        return keys
+
+    def forward(self, inputs: ModelInput) -> dict[str, Encoded]:
         out = {}
         for m in MODALITIES:
-            x = self._text_input(batch) if m == "text" else batch.features(m)
-            out[m] = self.enc[m](x, batch.valid[m], batch.observed[m])
+            x = self._text_input(inputs) if m == "text" else inputs.features(m)
+            out[m] = self.enc[m](x, inputs.valid[m], self.attend(inputs, m))
         return out
+
+
+def erasure_evidence(inputs: ModelInput) -> Tensor:
+    """(B, 3) what the input itself shows of its erasure, per modality: the share of valid frames that
+    are exactly zero vectors (the field's protocol erases a frame by zeroing it; text included, whose
+    features are erased the same way whatever the ids show). Computed from corrupted features and
+    padding masks only, so it is open to a model under unknown missingness (a deployed model sees
+    the same zeros). 0 for a sample with no valid frame."""
+    cols = []
+    for m in MODALITIES:
+        valid = inputs.valid[m]  # (B, T)
+        zero = (inputs.features(m) == 0).all(dim=-1)  # (B, T)
+        cols.append((zero & valid).sum(1) / valid.sum(1).clamp_min(1))
+    return torch.stack(cols, dim=1).to(inputs.text.dtype)  # (B, 3)
+
+
+def integrity_prior(evidence: Tensor) -> Tensor:
+    """(B, 3) logit of 1 − evidence, clamped to [0.001, 0.999]: where an integrity estimator starts.
+    (A tighter clamp biased the estimates high: a complete modality's target is 1, and the correction
+    learned a positive offset to reach it from the clamp, which it then added everywhere.)
+
+    The learned estimators add their correction to this logit (their last layer starts at zero), so
+    an estimate is unbiased from the first step wherever the zero frames tell the whole story, and
+    the network learns what they do not (frames that were zero before erasure, noise, ids)."""
+    return torch.logit((1.0 - evidence).clamp(0.001, 0.999))
+
+
+def zero_last(module: nn.Sequential) -> nn.Sequential:
+    """Zero the last Linear of an MLP: its output starts at 0 (a correction that starts neutral)."""
+    nn.init.zeros_(module[-1].weight)
+    nn.init.zeros_(module[-1].bias)
+    return module
 
 
 class CrossBlock(nn.Module):

@@ -1,7 +1,8 @@
 """late_fusion: the reference curve for effective robustness.
 
-Per-modality encoders (the same SequenceEncoder as FSRF and Senti-iFusion), masked mean pooling
-over observed steps, a head per modality, concatenation, an MLP -> score. No recovery of missing
+Per-modality encoders (the same SequenceEncoder as FSRF and Senti-iFusion), mean pooling over the
+valid steps (erased frames included, as the zeros they are: the field's late fusion is not told what
+was erased; under the `known` arm over the observed steps), a head per modality, concatenation, an MLP -> score. No recovery of missing
 modalities and no auxiliary losses: whatever a model gains over this under missingness is what its
 recovery machinery buys. (Late fusion as in e.g. Baltrusaitis et al., "Multimodal Machine
 Learning: A Survey and Taxonomy", TPAMI 2019.)
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from raymsa.batch import MODALITIES, Batch
+from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.models.base import DataSpec, MSAModel
 from raymsa.models.encoders import EncoderConfig, ModalityEncoders, mlp
 from raymsa.models.registry import register
@@ -38,10 +39,10 @@ class LateFusion(MSAModel):
         self.heads = nn.ModuleDict({m: mlp(d, d, d, config.dropout) for m in MODALITIES})
         self.fuse = nn.Sequential(nn.LayerNorm(3 * d), mlp(3 * d, d, 1, config.dropout))
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        self.check_batch(batch)
-        enc = self.encoders(batch)
-        # a modality with no observed step pools to zeros: its head sees the same input every time
-        h = [self.heads[m](self.masked_mean(enc[m].seq, enc[m].observed)) for m in MODALITIES]  # 3 x (B, d)
+    def forward(self, inputs: ModelInput, targets: Targets | None = None) -> dict[str, Any]:
+        self.check_inputs(inputs, targets)
+        enc = self.encoders(inputs)
+        # pooled over valid steps (unknown) or observed ones (known); none: zeros, the same input every time
+        h = [self.heads[m](self.masked_mean(enc[m].seq, enc[m].attend)) for m in MODALITIES]  # 3 x (B, d)
         pred = self.fuse(torch.cat(h, dim=-1)).squeeze(-1)  # (B,)
         return {"pred": pred, "losses": {}}

@@ -85,3 +85,60 @@ def relation_kl(teacher: Tensor, student: Tensor, tau: float) -> Tensor:
         return (f @ f.t() / tau).masked_fill(eye, -1e4)  # (B, B)
 
     return kl_teacher_student(logits(teacher), logits(student))
+
+
+def variance_hinge(x: Tensor, gamma: float = 1.0) -> Tensor:
+    """VICReg's variance term (Bardes et al., ICLR 2022): mean over dims of max(0, gamma - std_batch).
+
+    0 when every dimension of x (B, D) varies over the batch by at least gamma; grows as the rows
+    collapse towards one vector. A batch of one row has no spread to measure: 0."""
+    if x.shape[0] < 2:
+        return x.sum() * 0.0
+    std = torch.sqrt(x.var(dim=0) + 1e-4)  # (D,)
+    return F.relu(gamma - std).mean()
+
+
+def spread(x: Tensor) -> Tensor:
+    """Anti-collapse term of a part x (B, D): VICReg's variance hinge plus the squared norm of the
+    batch mean of the L2-normalised rows, ||mean_i x_i/|x_i| ||², which is the mean cosine between
+    samples up to O(1/B) (Wang & Isola 2020's uniformity in its simplest form). The hinge alone
+    lets every row share one large offset (cosine ~1 with unit spread); the second term removes it."""
+    if x.shape[0] < 2:
+        return x.sum() * 0.0
+    centroid = F.normalize(x, dim=-1, eps=EPS).mean(0)  # (D,)
+    return variance_hinge(x) + centroid.pow(2).sum()
+
+
+def cross_modal_info_nce(parts: list[Tensor], avail: Tensor, tau: float) -> Tensor:
+    """Symmetric InfoNCE between modalities: for each pair (m, n), sample i's part of m must pick
+    sample i's part of n among the batch (cosine / tau), and back. Only samples with both modalities
+    present are anchors or candidates.
+
+    Unlike 1 - cos(x_m, x_n), which a constant minimises, this needs parts that tell samples apart:
+    the cosine between different samples' parts is pushed down. parts: (B, D) per modality; avail:
+    (B, M) weights, 0 for a missing modality. 0 when no pair has two samples present together."""
+    total, weight = parts[0].new_zeros(()), parts[0].new_zeros(())
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts)):
+            keep = (avail[:, i] * avail[:, j]) > 0  # (B,)
+            if int(keep.sum()) < 2:
+                continue
+            a = F.normalize(parts[i][keep], dim=-1, eps=EPS)  # (b, D)
+            b = F.normalize(parts[j][keep], dim=-1, eps=EPS)  # (b, D)
+            logits = a @ b.t() / tau  # (b, b)
+            target = torch.arange(logits.shape[0], device=logits.device)
+            n = float(logits.shape[0])
+            total = total + n * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+            weight = weight + n
+    return total / weight.clamp_min(1.0)
+
+
+def mean_pairwise_cosine(x: Tensor) -> float:
+    """Mean cosine between different rows of x (B, D): ~1 when the rows collapsed to one direction.
+    A diagnostic (docs/models.md, the collapse measures), not a loss."""
+    f = F.normalize(x.detach().float(), dim=-1, eps=EPS)
+    b = f.shape[0]
+    if b < 2:
+        return float("nan")
+    s = f @ f.t()  # (B, B)
+    return float((s.sum() - s.diagonal().sum()) / (b * (b - 1)))

@@ -11,12 +11,13 @@ Built from its family (LNLN, NeurIPS 2024); everything else is this project's de
 in docs/models.md:
 
     E_m = Enc_m(x_m): K learned tokens T_m (B, K, d) and the shortened sequence S_m (B, T'_m, d)
-    ι̂_m = σ(MLP(Attn(q_m, [T_m; S_m over valid steps])))             integrity, MSE to observed fraction
-    C_m = W_c T_m (shared)   T_m - C_m = modality-specific part
+    ι̂_m = σ(logit(1 - e_m) + MLP([Attn(q_m, [T_m; S_m over valid steps]); e_m]))   integrity, MSE to the
+                          observed fraction (e_m: share of zero frames in the input; the MLP starts at 0)
+    C_m = W_c T_m (shared, no bias)   T_m - C_m = modality-specific part
     proxy_m = Attn(Q_m, {C_n : n ≠ m}, bias log ι̂_n)                  from the others' consistent parts
     X_m = ι̂_m T_m + (1 - ι̂_m) proxy_m                                  LNLN's correction, all modalities
-    feat = MSE(X_m, T_m(complete))   sem = KL(g(T_m(complete)) || g(X_m)) at tau_sem
-    α = softmax((ι̂ + q(X̄)) / tau_dom)  (or its hard one-hot, straight-through)
+    feat = MSE(X_m, T_m(complete))   sem = KL(g(T_m(complete)) || g(X_m)) at tau_sem, g a fixed judge
+    α = softmax((log ι̂ + tanh q(X̄)) / tau_dom)  (or its hard one-hot, straight-through)
     D = Σ_m α_m X_m;  D <- CrossBlock(D, [S_m; X_m; X̄_m]_m, bias log(1 - α_m))   x fusion_layers
     ŷ = R(mean_k D)
 """
@@ -30,11 +31,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from raymsa.batch import MODALITIES, Batch
+from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.models.base import DataSpec, MSAModel, Stage
-from raymsa.models.encoders import (NEG, CrossBlock, Encoded, EncoderConfig, ModalityEncoders, frozen_eval,
-                                    key_bias, mlp)
-from raymsa.models.losses import kl_teacher_student, label_bins, pairwise_cosine_distance, subspace_overlap
+from raymsa.models.encoders import (NEG, CrossBlock, Encoded, EncoderConfig, ModalityEncoders, erasure_evidence,
+                                    frozen_eval, integrity_prior, key_bias, mlp, zero_last)
+from raymsa.models.losses import (cross_modal_info_nce, kl_teacher_student, label_bins, subspace_overlap,
+                                  spread)
 from raymsa.models.registry import register
 
 M = len(MODALITIES)
@@ -63,7 +65,12 @@ class SentiIFusionConfig(EncoderConfig):
     w_sem: float = Field(0.5, ge=0, le=10, description="semantic-level validation KL; search [0, 2]")
     w_uni: float = Field(0.1, ge=0, le=10, description="cross-entropy that anchors the semantic head on the "
                          "complete input's sentiment class; search [0, 1]")
-    w_consist: float = Field(0.1, ge=0, le=10, description="cross-modal agreement of the consistent parts; search [0, 1]")
+    w_consist: float = Field(0.1, ge=0, le=10, description="cross-modal agreement of the consistent parts "
+                             "(InfoNCE over co-present pairs); search [0, 1]")
+    w_var: float = Field(0.5, ge=0, le=10, description="VICReg variance of the consistent parts (against their "
+                         "collapse); search [0, 2]")
+    tau_consist: float = Field(0.2, gt=0, le=10, description="temperature of the consistent-part InfoNCE; "
+                               "search log [0.05, 1]")
     w_orth: float = Field(0.1, ge=0, le=10, description="separation of consistent and specific parts; search [0, 1]")
     tau_dom: float = Field(1.0, gt=0, le=100, description="temperature of the dominant-modality softmax; "
                            "search log [0.1, 5]")
@@ -75,26 +82,27 @@ TINY = {"d_model": 16, "n_heads": 2, "enc_layers": 1, "ff_mult": 1, "audio_kerne
         "vision_kernel": 4, "vision_stride": 4, "bert_layers": 1, "bert_hidden": 32, "n_tokens": 2,
         "integrity_hidden": 8, "fusion_layers": 1}
 
-COMPLETION_LOSSES = ("feat", "sem", "uni", "consist", "orth")
+COMPLETION_LOSSES = ("feat", "sem", "uni", "consist", "var", "orth")
 
 
 class IntegrityEstimator(nn.Module):
     """A learned query attends over a modality's encoding (tokens and every valid step, erased ones
-    included: the encoder sees them as zero frames, which is what reveals the erasure), then an MLP
-    d-h-1 gives the integrity logit."""
+    included: the encoder sees them as zero frames, which is what reveals the erasure); an MLP
+    (d+1)-h-1 reads the result and the input's share of zero frames and gives the integrity logit."""
 
     def __init__(self, d: int, n_heads: int, ff_mult: int, hidden: int, dropout: float):
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.attn = CrossBlock(d, n_heads, ff_mult, dropout)
-        self.mlp = nn.Sequential(nn.LayerNorm(d), mlp(d, hidden, 1))
+        self.norm = nn.LayerNorm(d)
+        self.mlp = zero_last(mlp(d + 1, hidden, 1))  # a correction of the zero-frame prior, starting at 0
 
-    def forward(self, e: Encoded) -> Tensor:
+    def forward(self, e: Encoded, evidence: Tensor) -> Tensor:
         b, k = e.tokens.shape[:2]
         ctx = torch.cat([e.tokens, e.seq], dim=1)  # (B, K + T', d)
         bias = key_bias(torch.cat([e.valid.new_ones(b, k), e.valid], dim=1), ctx.dtype).unsqueeze(1)  # (B, 1, K + T')
         q = self.attn(self.query.expand(b, -1, -1), ctx, bias)  # (B, 1, d)
-        return self.mlp(q[:, 0]).squeeze(-1)  # (B,) logit
+        return self.mlp(torch.cat([self.norm(q[:, 0]), evidence[:, None]], -1)).squeeze(-1)  # (B,) logit
 
 
 @register("senti_ifusion", SentiIFusionConfig, tiny=TINY)
@@ -108,7 +116,9 @@ class SentiIFusion(MSAModel):
             self.integrity = nn.ModuleDict({m: IntegrityEstimator(d, c.n_heads, c.ff_mult, c.integrity_hidden, c.dropout)
                                             for m in MODALITIES})
         if c.use_completion:
-            self.consistent = nn.Linear(d, d)  # shared: consistent parts of all modalities in one space
+            # shared: consistent parts of all modalities in one space; no bias, a free constant that
+            # the agreement loss would collapse every sample onto
+            self.consistent = nn.Linear(d, d, bias=False)
             self.queries = nn.Parameter(torch.randn(M * k, d) * 0.02)  # K proxy queries per modality
             self.completion = nn.ModuleList([CrossBlock(**block) for _ in range(c.completion_layers)])
             self.sem_head = nn.Sequential(nn.LayerNorm(d), mlp(d, d, c.sem_bins))
@@ -140,35 +150,61 @@ class SentiIFusion(MSAModel):
         return w
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        self.check_batch(batch)
+    def parts(self, inputs: ModelInput) -> dict[str, Any]:
+        """Every intermediate of the forward (for the forward itself and for diagnostics)."""
         c = self.config
-        enc = self.encoders(batch)
+        enc = self.encoders(inputs)
         tok = {m: enc[m].tokens for m in MODALITIES}  # 3 x (B, K, d)
         if c.use_integrity:
-            logit = torch.stack([self.integrity[m](enc[m]) for m in MODALITIES], dim=1)  # (B, 3)
+            ev = erasure_evidence(inputs)  # (B, 3)
+            corr = torch.stack([self.integrity[m](enc[m], ev[:, i]) for i, m in enumerate(MODALITIES)], dim=1)  # (B, 3)
+            logit = integrity_prior(ev) + corr
+            # ι̂ for the losses; its uses downstream are detached, so only the integrity target trains
+            # the estimator (the task's gradient made it biased high)
+            iota_est = torch.sigmoid(logit)
+            logit = logit.detach()
             iota, log_iota = torch.sigmoid(logit), F.logsigmoid(logit)  # logsigmoid: bounded gradient at ι̂ -> 0
         else:
-            iota = torch.full((batch.size, M), 0.5, device=batch.text.device)  # (B, 3)
+            iota = torch.full((inputs.size, M), 0.5, device=inputs.device)  # (B, 3)
             log_iota = iota.log()
         if c.use_completion:
             x, cons = self._complete(tok, iota, log_iota)
         else:
             x, cons = tok, None
-
+        out = {"enc": enc, "tok": tok, "iota": iota, "iota_est": iota_est if c.use_integrity else iota,
+               "x": x, "cons": cons, "alpha": None}
         if self.stage == "joint":
-            pred = self._fuse(x, enc, iota)
+            out["pred"], out["alpha"] = self._fuse(x, enc, iota, log_iota)
         else:
             # stage 'completion' trains encoders, integrity and completion; the fusion waits
-            pred = self.regressor(torch.stack([x[m] for m in MODALITIES], 1).mean((1, 2))).squeeze(-1)  # (B,)
-        if not self.training:
+            out["pred"] = self.regressor(torch.stack([x[m] for m in MODALITIES], 1).mean((1, 2))).squeeze(-1)  # (B,)
+        return out
+
+    def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
+        p = self.parts(inputs)
+        out = {}
+        if self.config.use_integrity:
+            out["integrity"] = p["iota"]
+        if p["alpha"] is not None and self.config.use_adaptive_fusion:
+            out["dominance"] = p["alpha"]
+        if p["cons"] is not None:
+            for m in MODALITIES:
+                out[f"part/consistent/{m}"] = p["cons"][m].mean(1)
+        return out
+
+    def forward(self, inputs: ModelInput, targets: Targets | None = None) -> dict[str, Any]:
+        targets = self.check_inputs(inputs, targets)
+        c = self.config
+        p = self.parts(inputs)
+        pred = p["pred"]
+        if not self.training or targets is None:
             return {"pred": pred, "losses": {}}
 
         losses: dict[str, Tensor] = {}
         if c.use_integrity:
-            losses["integrity"] = F.mse_loss(iota, batch.integrity)
+            losses["integrity"] = F.mse_loss(p["iota_est"], targets.integrity)  # the true fractions: a target only
         if c.use_completion:
-            losses.update(self._validation_losses(batch, tok, x, cons))
+            losses.update(self._validation_losses(targets, p["tok"], p["x"], p["cons"]))
         return {"pred": pred, "losses": losses}
 
     def _complete(self, tok: dict[str, Tensor], iota: Tensor, log_iota: Tensor):
@@ -188,15 +224,21 @@ class SentiIFusion(MSAModel):
             x[m] = w * tok[m] + (1 - w) * proxy[:, i * k:(i + 1) * k]  # (B, K, d)
         return x, cons
 
-    def _dominance(self, x: dict[str, Tensor], iota: Tensor) -> tuple[Tensor, Tensor]:
+    def _dominance(self, x: dict[str, Tensor], iota: Tensor, log_iota: Tensor) -> tuple[Tensor, Tensor]:
         """α (B, 3) weights of the dominant modality and the key bias (B, 3) ≈ log(1 - α) that turns
-        the dominant modality's attention towards the others."""
+        the dominant modality's attention towards the others.
+
+        The logits add log ι̂ (not ι̂) to a bounded quality q = tanh(.) in (-1, 1): completeness scales
+        the odds and quality may shift them by at most e^2, so a modality whose estimated integrity is
+        below e^-2 times another's can never dominate it, however high its quality. With ι̂ added
+        linearly (range 0..1) to an unbounded quality, a quality margin above 1 made one modality
+        dominant for every sample, erased or not."""
         b = iota.shape[0]
         if not self.config.use_adaptive_fusion:
             alpha = F.one_hot(torch.zeros(b, dtype=torch.long, device=iota.device), M).to(iota.dtype)  # language
             return alpha, alpha * NEG
-        q = torch.cat([self.quality(x[m].mean(1)) for m in MODALITIES], dim=1)  # (B, 3)
-        logits = (iota + q) / self.config.tau_dom  # (B, 3)
+        q = torch.tanh(torch.cat([self.quality(x[m].mean(1)) for m in MODALITIES], dim=1))  # (B, 3) in (-1, 1)
+        logits = (log_iota + q) / self.config.tau_dom  # (B, 3)
         alpha = logits.softmax(-1)
         # log(1 - α_m) = logsumexp over the other modalities - logsumexp over all: exact, bounded gradient
         others = logits.unsqueeze(1).expand(b, M, M).masked_fill(torch.eye(M, dtype=torch.bool, device=logits.device), NEG)
@@ -206,41 +248,47 @@ class SentiIFusion(MSAModel):
         hard = F.one_hot(alpha.argmax(-1), M).to(alpha.dtype)  # (B, 3)
         return hard + alpha - alpha.detach(), hard * NEG + log1m - log1m.detach()
 
-    def _fuse(self, x: dict[str, Tensor], enc: dict[str, Encoded], iota: Tensor) -> Tensor:
+    def _fuse(self, x: dict[str, Tensor], enc: dict[str, Encoded], iota: Tensor,
+              log_iota: Tensor) -> tuple[Tensor, Tensor]:
         """Integrity-guided adaptive fusion: the dominant mix attends into every modality at three
         scales (encoder steps, completed tokens, pooled token), each modality's keys damped by
         log(1 - α_m) so that the dominant one mostly reads the others."""
-        alpha, dom_bias = self._dominance(x, iota)
+        alpha, dom_bias = self._dominance(x, iota, log_iota)
         d0 = sum(alpha[:, i, None, None] * x[m] for i, m in enumerate(MODALITIES))  # (B, K, d)
         keys, bias = [], []
         for i, m in enumerate(MODALITIES):
             scales = [enc[m].seq, x[m], x[m].mean(1, keepdim=True)]  # (B, T', d), (B, K, d), (B, 1, d)
             keys += scales
-            step = key_bias(enc[m].observed, d0.dtype)  # (B, T')
+            step = key_bias(enc[m].attend, d0.dtype)  # (B, T') valid steps (unknown) / observed (known)
             b_m = torch.cat([step, step.new_zeros(step.shape[0], x[m].shape[1] + 1)], dim=1)  # (B, T' + K + 1)
             bias.append(b_m + dom_bias[:, i, None])
         keys_t, bias_t = torch.cat(keys, 1), torch.cat(bias, 1).unsqueeze(1)  # (B, L, d), (B, 1, L)
         h = d0
         for blk in self.fusion:
             h = blk(h, keys_t, bias_t)
-        return self.regressor(h.mean(1)).squeeze(-1)  # (B,)
+        return self.regressor(h.mean(1)).squeeze(-1), alpha  # (B,), (B, 3)
 
-    def _validation_losses(self, batch: Batch, tok, x, cons) -> dict[str, Tensor]:
+    def _validation_losses(self, targets: Targets, tok, x, cons) -> dict[str, Tensor]:
         """Dual-depth validation against the encoder's reading of the complete input (fixed targets)."""
         c = self.config
         with frozen_eval(self.encoders):
-            target = {m: e.tokens for m, e in self.encoders(batch.complete).items()}  # 3 x (B, K, d)
-        classes = label_bins(batch.labels, c.sem_bins, self.spec.label_range)  # (B,)
+            target = {m: e.tokens for m, e in self.encoders(targets.complete).items()}  # 3 x (B, K, d)
+        classes = label_bins(targets.labels, c.sem_bins, self.spec.label_range)  # (B,)
+        # the semantic head judges the completion with weights it learns from `uni` alone: were the
+        # KL allowed to train it, it would turn input-blind (a constant output makes the KL 0)
+        judge = {k: v.detach() for k, v in self.sem_head.named_parameters()}
         feat, sem, uni, orth = [], [], [], []
         for m in MODALITIES:
             feat.append(F.mse_loss(x[m], target[m]))
             g_t = self.sem_head(target[m].mean(1))  # (B, bins)
-            g_x = self.sem_head(x[m].mean(1))  # (B, bins)
+            g_x = torch.func.functional_call(self.sem_head, judge, (x[m].mean(1),))  # (B, bins)
             # τ² keeps the gradient scale of a softened KL independent of τ (Hinton et al. 2015)
             sem.append(kl_teacher_student(g_t / c.tau_sem, g_x / c.tau_sem) * c.tau_sem ** 2)
             uni.append(F.cross_entropy(g_t, classes))
             orth.append(subspace_overlap(cons[m].mean(1), (tok[m] - cons[m]).mean(1)))
-        present = (batch.integrity > 0).float()  # (B, 3)
-        consist = pairwise_cosine_distance([cons[m].mean(1) for m in MODALITIES], present)
+        present = targets.present  # (B, 3) loss side: which modalities truly have an observed frame
+        pooled = [cons[m].mean(1) for m in MODALITIES]  # 3 x (B, d)
+        consist = cross_modal_info_nce(pooled, present, c.tau_consist)
+        var = torch.stack([spread(p) for p in pooled]).mean()
         return {"feat": torch.stack(feat).mean(), "sem": torch.stack(sem).mean(), "uni": torch.stack(uni).mean(),
-                "consist": consist, "orth": torch.stack(orth).mean()}
+                "consist": consist, "var": var, "orth": torch.stack(orth).mean()}

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from raymsa.report.ceiling import gap_frame, gap_tables, load_ceiling
+from raymsa.report.knowledge import knowledge_sections
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.compare import comparisons_frame, variance_sources
 from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
@@ -120,6 +121,8 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
         "(not min-max normalised). Raw values for every metric are in robustness.csv.",
         *(rt or ["No scenario with numeric levels has results."]),
     ]))
+
+    secs.extend(knowledge_sections(res))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
 
     cross = Section("Cross-scenario matrix", [
         "Each scenario's best configuration, trained for that scenario (rows), tested under every "

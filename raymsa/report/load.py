@@ -27,9 +27,13 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id")
 # One value per KEY: (model, scenario, eval_scenario, level, seed, split, metric).
 KEY: tuple[str, ...] = EVAL_COLUMNS[:7]
+# Columns newer eval.csv files carry; an older file without one reads as the default.
+OPTIONAL_COLUMNS: dict[str, str] = {"knowledge": "unknown"}
+KNOWLEDGE = ("unknown", "known")
+DIAG_PREFIX = "diag/"  # diagnostic metrics (raymsa.train.evaluate): kept, never in the metric tables
 
 DATASETS = ("mosi", "mosei", "sims")
-SCENARIO_KINDS = ("intra", "inter", "subset", "mixed", "burst", "noise")
+SCENARIO_KINDS = ("intra", "inter", "subset", "mixed", "burst", "noise", "imbalanced")
 MOSI_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score",
                 "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
 SIMS_METRICS = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
@@ -94,6 +98,7 @@ class Scenario:
     kind: str
     levels: tuple[str, ...]  # canonical labels, in the study's order
     x: tuple[float, ...] | None  # the numeric levels; None for non-numeric grids (subset)
+    knowledge: str = "unknown"  # what the model was told: 'unknown' (default) or 'known' (the oracle arm)
 
     @property
     def numeric(self) -> bool:
@@ -243,7 +248,10 @@ def _parse_scenario(d: Any, i: int, src: Path) -> Scenario:
         x = None
     if len(set(labels)) != len(labels):
         raise ReportError(f"{src}: key '{where}levels': repeated level in {raw!r}")
-    return Scenario(name=name, kind=kind, levels=labels, x=x)
+    knowledge = d.get("knowledge", "unknown")  # older study.json files: the only arm there was
+    if knowledge not in KNOWLEDGE:
+        raise ReportError(f"{src}: key '{where}knowledge': {knowledge!r} is not one of {', '.join(KNOWLEDGE)}")
+    return Scenario(name=name, kind=kind, levels=labels, x=x, knowledge=knowledge)
 
 
 def read_study_json(path: Path) -> Study:
@@ -344,6 +352,13 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
         if col not in raw.columns:
             raise ReportError(f"{path}: missing column '{col}' (have: {', '.join(raw.columns)})")
     df = raw[list(EVAL_COLUMNS)].copy()
+    for col, default in OPTIONAL_COLUMNS.items():
+        df[col] = raw[col].fillna(default).str.strip() if col in raw.columns else default
+    bad = ~df["knowledge"].isin(KNOWLEDGE)
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ReportError(f"{path}: column 'knowledge' has {df['knowledge'].iloc[i]!r} on line {i + 2}; "
+                          f"expected one of {', '.join(KNOWLEDGE)}")
     for col in ("model", "scenario", "eval_scenario", "level", "split", "metric"):
         s = df[col].str.strip()
         empty = s.isna() | (s == "")
@@ -540,7 +555,7 @@ def load_study(dir: str | Path) -> StudyResults:
     if extra_models:
         notes.append(f"results name model(s) not in study.json ({', '.join(extra_models)}): "
                      "kept in results.csv and summary.csv, left out of the tables")
-    unknown_metrics = sorted(set(results["metric"]) - set(study.metrics))
+    unknown_metrics = sorted(m for m in set(results["metric"]) - set(study.metrics) if not m.startswith(DIAG_PREFIX))
     if unknown_metrics:
         notes.append(f"metric(s) not among the {study.dataset.upper()} keys ({', '.join(unknown_metrics)}): "
                      "kept in results.csv and summary.csv, left out of the tables")

@@ -23,6 +23,7 @@ XLABEL = {
     "mixed": "missing rate r (frames and whole modalities)",
     "burst": "burst length (fraction of frames)",
     "noise": "noise std",
+    "imbalanced": "severity r (per-modality missing rates r x modality_scale)",
 }
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 REF_COLOR = "#555555"

@@ -87,8 +87,11 @@ def fmt_pair(stats: list[Stat], metrics: tuple[str, ...], n_expected: int) -> st
 
 
 def scenario_label(sc: Scenario) -> str:
-    """'intra', or 'hard (intra)' when the name differs from the kind."""
-    return sc.name if sc.name == sc.kind else f"{sc.name} ({sc.kind})"
+    """'intra', or 'hard (intra)' when the name differs from the kind; the known arm says so."""
+    known = getattr(sc, "knowledge", "unknown") == "known"
+    if sc.name == sc.kind and not known:
+        return sc.name
+    return f"{sc.name} ({sc.kind}{', masks known' if known else ''})"
 
 
 def n_expected(res: StudyResults) -> int:

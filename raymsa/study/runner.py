@@ -33,10 +33,12 @@ from raymsa.search.tune import (DataHandle, Job, TrialResources, TuneRun, run_jo
 from raymsa.study.config import StudyConfig
 
 
-def config_id(params: dict[str, Any]) -> str:
-    if not params:
-        return "default"
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def config_id(params: dict[str, Any], knowledge: str = "unknown") -> str:
+    """Short id of a searched configuration; the `known` arm is marked ('<id>+known'), since the same
+    parameters with the masks given are another model."""
+    base = "default" if not params else hashlib.sha1(
+        json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return base if knowledge == "unknown" else f"{base}+{knowledge}"
 
 
 class StudyRunner:
@@ -131,7 +133,8 @@ class StudyRunner:
             "name": s.name, "dataset": self.dataset, "data_source": self.data_source,
             "models": list(s.models), "reference_model": s.reference_model, "seeds": s.seeds,
             "smoke": s.name.endswith("-smoke"),
-            "scenarios": [{"name": sc.label, "kind": sc.kind, "levels": list(sc.levels)} for sc in s.scenarios],
+            "scenarios": [{"name": sc.label, "kind": sc.kind, "levels": list(sc.levels), "knowledge": sc.knowledge}
+                          for sc in s.scenarios],
             "objective": {"metric": s.search.objective,
                           "mode": "max" if METRIC_DIRECTION[s.search.objective] else "min",
                           "summary": "mean over the validation grid"},
@@ -147,7 +150,7 @@ class StudyRunner:
     def search(self, model: str, scenario, repeat: int = 0) -> dict[str, Any]:
         if model not in self.spaces:
             # no search: the model's defaults, and no search/ folder (the report's convention)
-            return {"config_id": "default", "params": {}}
+            return {"config_id": config_id({}, scenario.knowledge), "params": {}}
         best_path = self.repeat_dir(model, scenario.label, repeat) / "best.json"
         if best_path.exists():
             return json.loads(best_path.read_text())
@@ -173,7 +176,7 @@ class StudyRunner:
             study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
             sampler=s.search.sampler, pruning=s.search.pruning)
         diverged = self.flag_diverged(found["trials"])
-        best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"]),
+        best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"], scenario.knowledge),
                 "repeat": repeat, "search_seed": s.search.seed + repeat,
                 "params": found["params"],
                 "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},

@@ -69,12 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     if result.test:
         summary["test"] = {m: grid_mean(result.test, m) for m in next(iter(result.test.values()))}
     (out / "summary.json").write_text(json.dumps({"summary": summary, "valid": result.valid, "test": result.test,
-                                                  "config": cfg.to_dict()}, indent=1))
+                                                  "diagnostics": result.diagnostics, "config": cfg.to_dict()},
+                                                 indent=1))
     print(f"[raymsa] selected epoch {result.best_epoch} (best validation {cfg.train.select_metric}); "
           f"mean over the {cfg.scenario.label} grid:")
     for split in ("valid", "test"):
         if split in summary:
             print(f"  {split:5s} " + "  ".join(f"{k} {v:.4f}" for k, v in summary[split].items()))
+    if result.diagnostics:
+        # the model's inner workings on test, mean over the grid (per level in summary.json)
+        keys = next(iter(result.diagnostics.values()))
+        print("[raymsa] diagnostics on test, mean over the grid: " + "  ".join(
+            f"{k[5:]} {grid_mean(result.diagnostics, k):.3f}" for k in keys))
     print(f"[raymsa] results in {out / 'summary.json'}")
     return 0
 

@@ -3,7 +3,10 @@ Ray Tune trial; what differs is only the Session it reports to (raymsa/train/ses
 
 Per epoch: draw the scenario's training masks (seeded by (seed, epoch)), follow the model's stage
 schedule, train, evaluate on validation under the scenario's fixed grid, keep the best model by the
-validation objective (never test), checkpoint, maybe stop early. At the end the selected model is
+validation objective (never test), checkpoint, maybe stop early. Only epochs of the model's final
+stage are judged: an earlier stage's forward is not the model's, so its epochs report NaN as their
+objective, can be neither selected nor pruned on (ASHA), and do not count towards patience.
+The model gets `batch.split(scenario.knowledge)`: its input, and in training the loss targets. At the end the selected model is
 evaluated on test, and on every scenario the caller asks for.
 """
 
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymsa.data import MMSAData
+from raymsa.metrics import mmsa_metrics
 from raymsa.missing import ScenarioConfig, apply_missingness, train_missingness
 from raymsa.models import DataSpec, MSAModel, build_model
 from raymsa.train.batches import SplitTensors, shard_indices
@@ -35,7 +39,8 @@ from raymsa.train.session import LocalSession, Session, scratch_dir
 
 REPORTED_METRICS = ("MAE", "Corr", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Non0_F1_score",
                     "Has0_acc_2", "Has0_F1_score", "Mult_acc_2", "Mult_acc_3", "F1_score")
-EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id")
+EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id",
+                "knowledge")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,10 +65,14 @@ class RunResult:
     test: dict[str, dict[str, float]] | None
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
+    diagnostics: dict[str, dict[str, float]] | None = None  # level -> diag/ metrics of the selected model on test
 
 
 def stage_for_epoch(stages, epoch: int, epochs: int) -> str:
-    """Stages take consecutive shares of the epochs; each gets at least one when there is room."""
+    """Stages take consecutive shares of the epochs; each gets at least one when there is room, and
+    the last epoch always belongs to the last stage (the only one selection may pick)."""
+    if epoch >= epochs - 1:
+        return stages[-1].name
     bounds, acc = [], 0.0
     for s in stages:
         acc += s.fraction
@@ -190,12 +199,12 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             batch = apply_missingness(train_t.batch(idx), miss, idx)
             if not needs_complete:
                 batch.complete = None
-            batch = batch.to(device, non_blocking=True)
+            inputs, targets = batch.to(device, non_blocking=True).split(sc.knowledge)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(batch)
-                task = train_loss_fn(out["pred"].float(), batch.labels)
+                out = model(inputs, targets)
+                task = train_loss_fn(out["pred"].float(), targets.labels)
                 if "pred_complete" in out:
-                    out["losses"]["task_complete"] = train_loss_fn(out["pred_complete"].float(), batch.labels)
+                    out["losses"]["task_complete"] = train_loss_fn(out["pred_complete"].float(), targets.labels)
                 total = task
                 for name, value in out["losses"].items():
                     w = weights.get(name, 0.0)
@@ -212,7 +221,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 torch.nn.utils.clip_grad_norm_(core.parameters(), tc.grad_clip)
             optimizer.step()
             scheduler.step()
-            b = batch.size
+            b = inputs.size
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + total.item() * b
             sums["task"] = sums.get("task", 0.0) + task.item() * b
@@ -223,21 +232,23 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
 
         # ---- validation (rank 0), decision shared with every rank ---------------------------
         obj = math.nan
+        judged = stage == stages[-1].name  # an earlier stage is never selected nor pruned on
         valid: dict[str, dict[str, float]] = {}
         if main:
             valid = validator.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
-            obj = grid_mean(valid, select)
+            if judged:
+                obj = grid_mean(valid, select)
         if distributed:
             t = torch.tensor([obj], dtype=torch.float64, device=device)
             torch.distributed.broadcast(t, src=0)
             obj = float(t.item())
-        improved = is_better(select, obj, best_obj)
+        improved = judged and is_better(select, obj, best_obj)
         if improved:
             best_obj, best_epoch, bad_epochs = obj, epoch, 0
             best_valid, best_stage = valid, stage
             if main:
                 best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-        else:
+        elif judged:
             bad_epochs += 1
         stop = tc.patience is not None and bad_epochs >= tc.patience
 
@@ -258,7 +269,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
 
         if writer is not None:
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and k != "epoch":
+                # a non-final stage has no objective (NaN): nothing to plot
+                if isinstance(v, (int, float)) and k != "epoch" and not math.isnan(v):
                     writer.add_scalar(k, v, epoch + 1)
             writer.flush()
         if verbose and main:
@@ -289,76 +301,73 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         writer.close()
 
     # ---- the selected model on test (rank 0) ----------------------------------------------
-    test = None
+    test = diagnostics = None
     if main and best_state is not None:
         core.load_state_dict(best_state)
         core.set_stage(best_stage)
         if tc.eval_test:
             test_t = SplitTensors.from_split(data["test"], cfg.data.max_eval)
-            test = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale).evaluate(
-                core, ds_name, tc.eval_batch_size, device, amp)
+            tester = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale)
+            test = tester.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
             if verbose:
                 print(f"[raymsa] test ({sc.label}, selected epoch {best_epoch + 1}): "
                       + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
                                  if m in next(iter(test.values()))), flush=True)
+            diagnostics = tester.diagnose(core, tc.eval_batch_size, device)
         if final_eval is not None:
-            # preds first: eval.csv marks a finished run (--resume), so a run with eval.csv has both
-            write_final_preds(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
             write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
-                     valid=best_valid, test=test, history=history, epochs_run=len(history))
+                     valid=best_valid, test=test, history=history, epochs_run=len(history),
+                     diagnostics=diagnostics if test is not None else None)
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
                      amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
-    """Tidy rows (EVAL_COLUMNS) of the selected model under every requested scenario, written
-    atomically so a crash never leaves a partial file that looks finished."""
+    """The selected model under every requested scenario: preds.npz, then eval.csv, both atomic.
+
+    The predictions are made once per (eval scenario, level); from them come the tidy metric rows
+    (EVAL_COLUMNS) and preds.npz, which the report resamples for its paired bootstrap intervals
+    (arrays: eval_scenario (K,) str, level (K,) str, pred (K, N) float32, labels (N,), index (N,) =
+    position of each sample in the split; no pickled objects, np.load(allow_pickle=False)). preds.npz
+    is written first: eval.csv marks a finished run for --resume, so a run with eval.csv has both.
+    Each level also gets the model's diagnostic rows (metric names under 'diag/': integrity-estimation
+    error and bias per modality, dominant-modality shares, collapse cosines; GridEvaluator.diagnose).
+    `knowledge` is the arm of the eval scenario."""
     tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
-    rows = []
-    for scenario in fe.scenarios:
-        scale = noise_scale(train_t) if scenario.kind == "noise" else None
-        res = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale).evaluate(
-            model, dataset_name(cfg, data), cfg.train.eval_batch_size, device, amp)
-        for level, metrics in res.items():
-            for metric, value in metrics.items():
-                rows.append({**fe.meta, "eval_scenario": scenario.label, "level": level_key(level),
-                             "split": fe.split, "metric": metric, "value": value})
+    labels = tensors.labels.numpy()
+    dataset = dataset_name(cfg, data)
+    bs = cfg.train.eval_batch_size
+    rows, names, levels, preds = [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for scenario in fe.scenarios:
+            scale = noise_scale(train_t) if scenario.kind == "noise" else None
+            grid = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
+            diags = grid.diagnose(model, bs, device)
+            for level, miss in grid.masks.items():
+                pred = grid.predict(model, miss, bs, device, amp)  # (N,)
+                names.append(scenario.label)
+                levels.append(level)
+                preds.append(pred)
+                for metric, value in {**mmsa_metrics(pred, labels, dataset), **diags.get(level, {})}.items():
+                    rows.append({**fe.meta, "eval_scenario": scenario.label, "level": level_key(level),
+                                 "split": fe.split, "metric": metric, "value": value,
+                                 "knowledge": scenario.knowledge})
+    finally:
+        model.train(was_training)
     fe.out_csv.parent.mkdir(parents=True, exist_ok=True)
+    out = fe.out_csv.with_name("preds.npz")
+    tmp = out.with_name("preds.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, eval_scenario=np.array(names, dtype=str), level=np.array(levels, dtype=str),
+                 pred=np.stack(preds).astype(np.float32), labels=labels.astype(np.float32),
+                 index=np.arange(len(tensors), dtype=np.int64), split=np.array(fe.split))
+    os.replace(tmp, out)
     tmp = fe.out_csv.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, fe.out_csv)
-
-
-def write_final_preds(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
-                      amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
-    """preds.npz next to eval.csv: the selected model's prediction for every test sample under every
-    (eval scenario, level) that eval.csv reports, and the labels, so the report can resample test
-    samples (paired bootstrap intervals). Same masks as write_final_eval (same seeds). Arrays:
-    eval_scenario (K,) str, level (K,) str, pred (K, N) float32, labels (N,), index (N,) = position of
-    each sample in the split. Written atomically; no pickled objects (np.load(allow_pickle=False))."""
-    tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
-    was_training = model.training
-    model.eval()
-    names, levels, preds = [], [], []
-    try:
-        for scenario in fe.scenarios:
-            scale = noise_scale(train_t) if scenario.kind == "noise" else None
-            ev = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
-            for level, miss in ev.masks.items():
-                names.append(scenario.label)
-                levels.append(level)
-                preds.append(ev.predict(model, miss, cfg.train.eval_batch_size, device, amp))  # (N,)
-    finally:
-        model.train(was_training)
-    out = fe.out_csv.with_name("preds.npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("preds.npz.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, eval_scenario=np.array(names, dtype=str), level=np.array(levels, dtype=str),
-                 pred=np.stack(preds).astype(np.float32), labels=tensors.labels.numpy().astype(np.float32),
-                 index=np.arange(len(tensors), dtype=np.int64), split=np.array(fe.split))
-    os.replace(tmp, out)
