@@ -110,7 +110,10 @@ def test_multi_worker_trials_run_under_ray_train(tmp_path, ray_cluster):
     address = ray_cluster.get_runtime_context().gcs_address
     done = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address,
                                     "--set", "scenarios=[{kind: intra, levels: [0.0, 0.5]}]",
-                                    "--set", "seeds=[1111]", "--set", "resources.workers_per_trial=2"),
+                                    "--set", "seeds=[1111]", "--set", "resources.workers_per_trial=2",
+                                    # one search trial: each TorchTrainer start costs ~15 s, and the
+                                    # retrain's two runs exercise the same path again
+                                    "--set", "search.trials=1"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     out = tmp_path / "fsrf_sweep-smoke"
