@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         runner = StudyRunner(study, spaces, storage / study.name, resume=False)
         with Peak() as first:
             runner.load_data()
-        folder = Path(runner.data.folder)
         nbytes = runner.data.get().nbytes
         res.update(dataset_bytes=nbytes, convert_seconds=first.seconds, convert_peak=first.peak,
                    convert_after=first.after)
