@@ -18,8 +18,8 @@ from raymsa.batch import MODALITIES, Batch, HiddenFromModel
 from raymsa.missing import KINDS, ScenarioConfig, apply_missingness, eval_missingness, train_missingness
 from raymsa.models import DataSpec, build_model, list_models
 from raymsa.models.encoders import ModalityEncoders, erasure_evidence
-from raymsa.models.losses import (cross_modal_info_nce, mean_pairwise_cosine, pairwise_cosine_distance,
-                                  variance_hinge)
+from raymsa.models.losses import (LabelReadout, cross_modal_info_nce,
+                                  mean_pairwise_cosine, pairwise_cosine_distance, variance_hinge)
 from raymsa.models.losses import spread as spread_loss
 from raymsa.train.evaluate import predict_batch, summarise_diagnostics
 
@@ -240,6 +240,56 @@ def test_anti_collapse_terms_are_trained(name, losses):
     assert losses <= set(out["losses"]) and all(model.loss_weights()[k] > 0 for k in losses)
     for k in losses:
         assert out["losses"][k].requires_grad and float(out["losses"][k].detach()) > 0, k
+
+
+def test_fsrf_task_cannot_write_into_the_noise_part_and_the_penalty_can():
+    model = tiny("fsrf").train()
+    batch = complete_batch()
+    batch = apply_missingness(batch, train_missingness(batch.valid, ScenarioConfig(kind="mixed"), 1, 0), batch.index)
+    inputs, targets = batch.split()
+
+    def noise_grad(loss_name):
+        model.zero_grad()
+        out = model(inputs, targets)
+        loss = (out["pred"] - targets.labels).abs().mean() if loss_name == "task" else out["losses"][loss_name]
+        loss.backward()
+        return sum(float(p.grad.abs().sum()) for p in model.noise.parameters() if p.grad is not None)
+
+    assert noise_grad("task") == 0.0  # the recovery reads N detached: the prediction cannot shape it
+    assert noise_grad("noise") > 0
+    assert float(model.noise_readout["text"].filled) > 0  # the read-out follows N's training batches
+
+
+def _held_out_r2(x, y, lam=1.0):
+    """Ridge from x to y fitted on the first half, R^2 on the second (no in-sample optimism)."""
+    h = len(y) // 2
+    mu, sd = x[:h].mean(0), x[:h].std(0)
+    a, b = (x[:h] - mu) / sd, (x[h:] - mu) / sd
+    w = torch.linalg.solve(a.T @ a + lam * torch.eye(x.shape[1]), a.T @ (y[:h] - y[:h].mean()))
+    return float(1 - ((y[h:] - y[:h].mean() - b @ w) ** 2).mean() / y[h:].var(unbiased=False))
+
+
+@pytest.mark.parametrize("penalty", [True, False])
+def test_the_noise_penalty_removes_label_content_spread_over_many_dims(penalty):
+    """N holding the label thinly in each of 64 dims (squared correlation ~0.014 per dim, a joint
+    read-out's held-out R^2 ~0.3), pulled to stay where it is as a reconstruction would: the
+    penalty on its joint read-out empties it; without the penalty it stays."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 512, 64
+    y = torch.randn(n, generator=g)
+    start = torch.randn(n, d, generator=g) + 0.12 * y[:, None]
+    x = torch.nn.Parameter(start.clone())
+    readout = LabelReadout(d).train()
+    opt = torch.optim.Adam([x], lr=0.01)
+    assert _held_out_r2(start, y) > 0.25
+    for _ in range(300):
+        idx = torch.randperm(n, generator=g)[:128]
+        loss = (x - start).pow(2).mean() + (0.5 * readout.penalty(x[idx], y[idx]) if penalty else 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    left = _held_out_r2(x.detach(), y)
+    assert (left < 0.05) if penalty else (left > 0.25), left
 
 
 # ---- Senti-iFusion ------------------------------------------------------------------------------

@@ -27,10 +27,17 @@ def test_repeats_search_with_their_own_seeds_and_pair_with_seeds(tmp_path, monke
     run = R.StudyRunner(study, spaces, tmp_path, resume=False)
     sc = study.scenarios[0]
     bests = {(m, sc.label): [run.search(m, sc, r) for r in range(2)] for m in study.models}
-    assert sorted(c[1] for c in calls if c[0].startswith("search__fsrf__")) == [10, 11]
-    assert ("search__fsrf__intra__r1", 11, "compare-smoke__fsrf__intra__r1") in calls
+    sseed = study.search.sampler_seed
+    assert sorted(c[1] for c in calls if c[0].startswith("search__fsrf__")) == sorted([sseed("fsrf", "intra", 0),
+                                                                                      sseed("fsrf", "intra", 1)])
+    assert ("search__fsrf__intra__r1", sseed("fsrf", "intra", 1), "compare-smoke__fsrf__intra__r1") in calls
+    # every search its own sampler stream: repeats, scenarios, models and base seeds all differ
+    assert len({sseed("fsrf", "intra", 0), sseed("fsrf", "intra", 1), sseed("fsrf", "inter", 0),
+                sseed("senti_ifusion", "intra", 0)}) == 4
+    assert sseed("fsrf", "intra", 0) == study.search.sampler_seed("fsrf", "intra", 0)  # a function of its inputs
+    assert study.search.model_copy(update={"seed": 11}).sampler_seed("fsrf", "intra", 0) != sseed("fsrf", "intra", 0)
     # repeat 0 keeps the layout of a study without repeats; repeat k has its own folder
-    assert json.loads((tmp_path / "search/fsrf__intra/best.json").read_text())["search_seed"] == 10
+    assert json.loads((tmp_path / "search/fsrf__intra/best.json").read_text())["search_seed"] == sseed("fsrf", "intra", 0)
     assert json.loads((tmp_path / "search/fsrf__intra/repeat1/best.json").read_text())["repeat"] == 1
     assert (tmp_path / "search/fsrf__intra/repeat1/trials.csv").exists()
     jobs = run.retrain_jobs(bests)
@@ -38,7 +45,8 @@ def test_repeats_search_with_their_own_seeds_and_pair_with_seeds(tmp_path, monke
     r0, r1 = (b["config_id"] for b in bests["fsrf", "intra"])
     assert r0 != r1 and ids == {1: r0, 2: r1, 3: r0}
     lrs = {seed: jobs[f"fsrf__intra__seed{seed}"].base["train"]["lr"] for seed in (1, 2, 3)}
-    assert lrs == {1: pytest.approx(0.011), 2: pytest.approx(0.012), 3: pytest.approx(0.011)}
+    lr0, lr1 = (1e-3 * (1 + sseed("fsrf", "intra", r)) for r in (0, 1))  # what fake_search suggested
+    assert lrs == {1: pytest.approx(lr0), 2: pytest.approx(lr1), 3: pytest.approx(lr0)}
 
 
 def test_more_repeats_than_seeds_is_refused():

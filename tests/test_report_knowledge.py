@@ -5,6 +5,7 @@ without the knowledge column read as 'unknown'."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +53,10 @@ def make(root: Path, with_knowledge_column: bool = True) -> Path:
                                              0.05, "c", kn))
                                 rows.append((model, s, e, lab, seed, "test", f"diag/dominant_share/{m}",
                                              [0.5, 0.3, 0.2][i], "c", kn))
+                                rows.append((model, s, e, lab, seed, "test", f"diag/cosine/homogeneous/{m}",
+                                             0.2, "c", kn))
+                                rows.append((model, s, e, lab, seed, "test", f"diag/label_r2/noise/{m}",
+                                             [0.04, 0.002, 0.001][i], "c", kn))
                 cols = ["model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value",
                         "config_id", "knowledge"]
                 df = pd.DataFrame(rows, columns=cols)
@@ -77,7 +82,7 @@ def test_gap_per_level_and_equity(tmp_path):
     assert gini([1, 1, 1]) == 0 and gini([0, 0, 3]) == pytest.approx(2 / 3)
     titles = [s.title for s in knowledge_sections(res)]
     assert titles == ["What knowing the masks is worth", "Integrity estimation", "Dominant modality",
-                      "Modality equity"]
+                      "Collapse of factorized parts", "Label content of the noise parts", "Modality equity"]
     # diag rows are not flagged as unknown metrics
     assert not any("diag/" in n for n in res.notes)
 
@@ -89,6 +94,8 @@ def test_report_renders_the_sections(tmp_path):
     assert "intra_known − intra: test MAE" in md and "-0.050" in md
     assert "fsrf under intra: integrity error (bias)" in md and "0.300 (+0.050)" in md
     assert "fsrf: dominant-modality shares" in md
+    assert "fsrf: cosine between samples" in md and re.search(r"\| homogeneous/text +\| 0\.200", md)
+    assert "fsrf: label R² of the noise read-out" in md and re.search(r"\| noise/text +\| 0\.040", md)
 
 
 def test_older_files_read_as_unknown(tmp_path):

@@ -7,6 +7,7 @@
   model that writes diag/integrity_* rows (Senti-iFusion, FSRF);
 - dominant-modality shares per scenario (Senti-iFusion's diag/dominant_share/*);
 - collapse: mean cosine between samples of each factorized part (diag/cosine/*);
+- noise parts: label R² of their best linear read-out (diag/label_r2/*, FSRF);
 - modality equity from the subset evaluations: Δ_m = MAE(without m) − MAE(all three) per modality
   and equity = 1 − Gini(max(Δ, 0)) (see docs/missingness.md, 'Modality equity').
 
@@ -147,20 +148,17 @@ def _share_section(res: StudyResults) -> Section:
     return s
 
 
-def _collapse_section(res: StudyResults) -> Section:
-    s = Section("Collapse of factorized parts", [
-        "Mean cosine between different test samples of each factorized part (1 = every sample has the "
-        "same vector: collapsed), mean over levels and seeds."])
-    d = _diag_frame(res, "cosine")
-    if d.empty:
-        s.add("No run wrote collapse diagnostics.")
-        return s
+def _part_section(res: StudyResults, what: str, title: str, text: str, table: str) -> Section:
+    """One table per model: a per-part diagnostic (diag/<what>/<part>) by eval scenario, mean over
+    levels and seeds."""
+    s = Section(title, [text])
+    d = _diag_frame(res, what)
     for model, g in d.groupby("model", sort=False):
         scens = list(dict.fromkeys(g["eval_scenario"]))
         by = g.groupby(["part", "eval_scenario"])["value"].mean()
         parts = list(dict.fromkeys(g["part"]))
         rows = [[p, *[_fmt(by.get((p, sc), np.nan)) for sc in scens]] for p in parts]
-        s.add(Table(title=f"{model}: cosine between samples", columns=["Part", *scens], rows=rows))
+        s.add(Table(title=f"{model}: {table}", columns=["Part", *scens], rows=rows))
     return s
 
 
@@ -221,6 +219,16 @@ def knowledge_sections(res: StudyResults) -> list[Section]:
     if any(m.startswith(f"{DIAG_PREFIX}dominant_share/") for m in has):
         out.append(_share_section(res))
     if any(m.startswith(f"{DIAG_PREFIX}cosine/") for m in has):
-        out.append(_collapse_section(res))
+        out.append(_part_section(
+            res, "cosine", "Collapse of factorized parts",
+            "Mean cosine between different test samples of each factorized part (1 = every sample has the "
+            "same vector: collapsed), mean over levels and seeds.", "cosine between samples"))
+    if any(m.startswith(f"{DIAG_PREFIX}label_r2/") for m in has):
+        out.append(_part_section(
+            res, "label_r2", "Label content of the noise parts",
+            "Squared correlation over the test split between the label and each noise part's best linear "
+            "read-out, the ridge the model's noise penalty fights (fitted on running moments of its training "
+            "batches; near 0 = no linear label content left; about 1 / the test size from chance alone), "
+            "mean over levels and seeds.", "label R² of the noise read-out"))
     out.append(_equity_section(res))
     return out

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml
@@ -34,15 +36,22 @@ class SearchSettings(StrictModel):
     max_concurrent: int | None = Field(None, ge=1, description=(
         "trials of one search at a time, suggested as one batch (null = every slot). Any value is "
         "reproducible; a fixed one also across clusters of other sizes (the batch size shapes the search)"))
-    seed: int = Field(0, description="Optuna sampler seed (repeat k uses seed + k)")
+    seed: int = Field(0, description="base of the Optuna sampler seeds; each (model, scenario, repeat) "
+                      "draws its own from it (sampler_seed)")
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler: TPE or random search")
     pruning: bool = Field(True, description="successive halving on epochs (false: every trial runs every epoch)")
     repeats: int = Field(1, ge=1, description=(
-        "independent searches per (model, scenario) with seeds seed, seed+1, ...; seed j of `seeds` is "
+        "independent searches per (model, scenario), each with its own sampler seed; seed j of `seeds` is "
         "retrained with the winner of repeat j mod repeats, so resampling seeds resamples searches"))
     objective: str = Field("MAE", description="metric whose mean over the validation grid is optimised")
     optuna_storage: bool = Field(False, description="keep each Optuna study in <study>/optuna.db (optuna-dashboard)")
 
+    def sampler_seed(self, model: str, scenario: str, repeat: int = 0) -> int:
+        """The Optuna sampler seed of one search: a stream of its own per (model, scenario, repeat).
+        With `seed` alone every scenario's search began from the same random configs (two searches
+        of one fsrf_sweep picked the identical config)."""
+        tags = [zlib.crc32(model.encode()), zlib.crc32(scenario.encode())]
+        return int(np.random.SeedSequence([self.seed, repeat, *tags]).generate_state(1)[0] % 2**31)
 
 class StudyResources(StrictModel):
     workers_per_trial: int = Field(1, ge=1, description=">1 runs each trial under Ray Train (DDP)")

@@ -76,7 +76,7 @@ class GridEvaluator:
         try:
             for key, miss in self.masks.items():
                 parts: dict[str, list[Tensor]] = {}
-                truth = []
+                truth, labels = [], []
                 for batch in self.batches(miss, batch_size, device):
                     d = model.diagnose(batch.model_input(self.scenario.knowledge))
                     if not d:
@@ -84,8 +84,10 @@ class GridEvaluator:
                     for k, v in d.items():
                         parts.setdefault(k, []).append(v.float().cpu())
                     truth.append(batch.integrity.cpu())  # the measurement may use the truth; the model did not
+                    labels.append(batch.labels.cpu())
                 if parts:
-                    out[key] = summarise_diagnostics({k: torch.cat(v) for k, v in parts.items()}, torch.cat(truth))
+                    out[key] = summarise_diagnostics({k: torch.cat(v) for k, v in parts.items()}, torch.cat(truth),
+                                                     torch.cat(labels))
         finally:
             model.train(was_training)
         return out
@@ -115,12 +117,13 @@ def predict_batch(model: nn.Module, batch: Batch, knowledge: str, amp: bool = Fa
     return out["pred"].float()
 
 
-def summarise_diagnostics(parts: dict[str, Tensor], truth: Tensor) -> dict[str, float]:
+def summarise_diagnostics(parts: dict[str, Tensor], truth: Tensor, labels: Tensor | None = None) -> dict[str, float]:
     """Tidy diagnostic metrics (names under DIAG_PREFIX) from a whole split's per-sample outputs.
 
     integrity (N, 3) estimates -> integrity_mae/<m> = mean |ι̂ - ι|, integrity_bias/<m> = mean (ι̂ - ι);
     dominance (N, 3) weights -> dominant_share/<m> = share of samples whose largest weight is m;
-    part/<name> (N, D) vectors -> cosine/<name> = mean cosine between different samples (collapse: ~1)."""
+    part/<name> (N, D) vectors -> cosine/<name> = mean cosine between different samples (collapse: ~1);
+    readout/<name> (N,) scores -> label_r2/<name> = squared correlation with the labels over the split."""
     res: dict[str, float] = {}
     if "integrity" in parts:
         err = parts["integrity"] - truth  # (N, 3)
@@ -134,6 +137,9 @@ def summarise_diagnostics(parts: dict[str, Tensor], truth: Tensor) -> dict[str, 
     for k, v in parts.items():
         if k.startswith("part/"):
             res[f"{DIAG_PREFIX}cosine/{k[5:]}"] = mean_pairwise_cosine(v)
+        elif k.startswith("readout/") and labels is not None:
+            r = torch.corrcoef(torch.stack([v.double(), labels.double()]))[0, 1]
+            res[f"{DIAG_PREFIX}label_r2/{k[8:]}"] = float(r.pow(2).nan_to_num(0.0))
     return res
 
 
