@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[raymsa] TensorBoard: tensorboard --logdir {out.resolve()}", flush=True)
 
     if cfg.resources.workers > 1 or cfg.resources.use_gpu:
-        import ray
-
+        from raymsa.study.cluster import ClusterError, start_ray
         from raymsa.train.distributed import fit_distributed
 
-        ray.init(address=args.address, include_dashboard=True, configure_logging=False)
+        try:
+            # a local Ray as a study starts it: loopback only, the store sized for the data put there
+            start_ray(args.address, store_bytes=data.nbytes, configure_logging=False)
+        except ClusterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if not args.resume:
             import shutil
 
