@@ -237,10 +237,9 @@ class FSRF(MSAModel):
         var = sum(spread(hom[m]) + spread(het[m]) for m in MODALITIES) / 6
         orth = sum(subspace_overlap(hom[m], het[m]) + subspace_overlap(hom[m], noi[m])
                    + subspace_overlap(het[m], noi[m]) for m in MODALITIES) / 9
-        # against the joint linear read-out: penalising each dim's correlation alone left the label
-        # readable from text's N (ridge R^2 0.58 on test, 0.59 with no penalty at all)
-        # readout of a noise head on the encoder token detached: the penalty shapes f_N only. Through
-        # the encoder it made the tokens themselves lose the label (w_noise 1: test MAE 1.01 vs 0.92)
+        # against the joint linear read-out (each dim's correlation alone left the label readable from
+        # text's N: ridge R^2 0.58 on test), and through f_N on the detached token: through the
+        # encoder it made the tokens themselves lose the label (w_noise 1: test MAE 1.01 vs 0.92)
         noise = sum(self.noise_readout[m].penalty(self.noise[m](z[m].detach()), labels) for m in MODALITIES) / 3
         b = labels.shape[0] // 2
         # targets: the complete view's pooled tokens, for both halves; detached, so the encoder

@@ -53,6 +53,7 @@ class SearchSettings(StrictModel):
         tags = [zlib.crc32(model.encode()), zlib.crc32(scenario.encode())]
         return int(np.random.SeedSequence([self.seed, repeat, *tags]).generate_state(1)[0] % 2**31)
 
+
 class StudyResources(StrictModel):
     workers_per_trial: int = Field(1, ge=1, description=">1 runs each trial under Ray Train (DDP)")
     cpus_per_worker: float = Field(1.0, gt=0)

@@ -167,17 +167,18 @@ class StudyRunner:
         t0 = time.perf_counter()
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
         slots = min(self.max_concurrent(), s.search.max_concurrent or math.inf)
+        seed = s.search.sampler_seed(model, scenario.label, repeat)
         found = run_search(
             self.spaces[model], s.base_train_config(model, scenario), self.data,
             TuneRun(self.tune_dir, name, self.trial_resources, slots),
             trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
             grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
-            seed=s.search.sampler_seed(model, scenario.label, repeat), mode=mode, optuna_storage=optuna_url,
+            seed=seed, mode=mode, optuna_storage=optuna_url,
             study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
             sampler=s.search.sampler, pruning=s.search.pruning)
         diverged = self.flag_diverged(found["trials"])
         best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"], scenario.knowledge),
-                "repeat": repeat, "search_seed": s.search.sampler_seed(model, scenario.label, repeat),
+                "repeat": repeat, "search_seed": seed,
                 "params": found["params"],
                 "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},
                 "importances": found["importances"], "n_trials": len(found["trials"]),
