@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from raymsa.report.build import build_report
-from raymsa.report.knowledge import arm_pairs, equity_frame, gap_frame, gini, knowledge_sections
+from raymsa.report.knowledge import arm_pairs, equity_frame, gap_frame, gap_intervals, gini, knowledge_sections
 from raymsa.report.load import load_study
 
 LEVELS = [0.0, 0.5]
@@ -75,6 +75,12 @@ def test_gap_per_level_and_equity(tmp_path):
     g = gaps.set_index(["model", "level"])["gap"]
     assert g[("fsrf", "0")] == pytest.approx(0.0) and g[("fsrf", "0.5")] == pytest.approx(-0.05)
     assert g[("late_fusion", "0.5")] == pytest.approx(-0.05)
+    # the mean-over-levels gap with its paired interval: -0.025 in every seed, so the interval is
+    # that point and the verdict "better" (ignoring ref_scenario would give 0 and no verdict)
+    by = {r["model"]: r for r in gap_intervals(res)}
+    assert by["fsrf"]["diff"] == pytest.approx(-0.025) and by["fsrf"]["verdict"] == "better"
+    assert (by["fsrf"]["ci_low"], by["fsrf"]["ci_high"]) == pytest.approx((-0.025, -0.025))
+    assert by["fsrf"]["scenario"] == "intra_known" and by["fsrf"]["n_seeds"] == len(SEEDS)
     eq = equity_frame(res)
     row = eq[(eq["model"] == "fsrf") & (eq["scenario"] == "intra")].iloc[0]
     assert (row.delta_text, row.delta_audio, row.delta_vision) == pytest.approx((0.9, 0.1, 0.3))
@@ -92,6 +98,7 @@ def test_report_renders_the_sections(tmp_path):
     build_report(d)
     md = (d / "report" / "report.md").read_text()
     assert "intra_known − intra: test MAE" in md and "-0.050" in md
+    assert re.search(r"\| fsrf +\| \+0\.000 +\| -0\.050 +\| -0\.025 +\| \[-0\.025, -0\.025\] +\| known better", md)
     assert "fsrf under intra: integrity error (bias)" in md and "0.300 (+0.050)" in md
     assert "fsrf: dominant-modality shares" in md
     assert "fsrf: cosine between samples" in md and re.search(r"\| homogeneous/text +\| 0\.200", md)

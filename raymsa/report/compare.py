@@ -173,12 +173,16 @@ def _draws(S: int, N: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenario, summ: Summary,
-                metric: str, seed: int = 0) -> dict | None:
-    """One row of comparisons.csv, or None when the two models share no seed with every level."""
+                metric: str, seed: int = 0, ref_scenario: str | None = None) -> dict | None:
+    """One row of comparisons.csv, or None when the two models share no seed with every level.
+
+    ref_scenario: the reference's runs come from this scenario instead of `sc` (same levels and
+    evaluation masks per seed), e.g. one model's `known` arm against its own `unknown` arm."""
     dataset = res.study.dataset
     higher = M.METRIC_DIRECTION[metric]
+    rs = ref_scenario or sc.name
     gm = cube.grid(model, sc.name, sc.name, metric, summ.levels)
-    gr = cube.grid(ref, sc.name, sc.name, metric, summ.levels)
+    gr = cube.grid(ref, rs, rs, metric, summ.levels)
     seeds = [s for s in gm.index if s in gr.index
              and np.isfinite(gm.loc[s].to_numpy(float)).all() and np.isfinite(gr.loc[s].to_numpy(float)).all()]
     if not seeds:
@@ -191,7 +195,7 @@ def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenari
 
     S = len(seeds)
     runs_m = [res.preds.get((model, sc.name, s)) for s in seeds]
-    runs_r = [res.preds.get((ref, sc.name, s)) for s in seeds]
+    runs_r = [res.preds.get((ref, rs, s)) for s in seeds]
     usable = (sample_terms(metric, np.zeros(1), np.zeros(1), dataset) is not None
               and all(r is not None and all(lv in r.preds for lv in summ.levels) for r in runs_m + runs_r)
               and all(np.array_equal(r.labels, runs_m[0].labels) for r in runs_m + runs_r))

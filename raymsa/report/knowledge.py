@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raymsa.report.compare import BETTER, WORSE, compare_one, summaries
 from raymsa.report.load import DIAG_PREFIX, Scenario, StudyResults, level_display
 from raymsa.report.render import Section, Table
+from raymsa.report.stats import Cube
 
 MODALITIES = ("text", "audio", "vision")
 LETTER = {"text": "l", "audio": "a", "vision": "v"}
@@ -90,16 +92,38 @@ def _gap_section(res: StudyResults) -> Section:
         s.add("This study runs no scenario under both arms (add a copy of a scenario with "
               "`knowledge: known` and its own name).")
         return s
+    intervals = {(r["model"], r["scenario"]): r for r in gap_intervals(res)}
     for (un, kn), g in gaps.groupby(["unknown", "known"], sort=False):
         u = res.study.scenario(un)
         rows = []
         for model, gm in g.groupby("model", sort=False):
             by = dict(zip(gm["level"], gm["gap"]))
             cells = [_fmt(by.get(lv, np.nan), signed=True) for lv in u.levels]
-            rows.append([model, *cells, _fmt(float(np.mean(list(by.values()))), signed=True)])
-        s.add(Table(title=f"{kn} − {un}: test {metric}", columns=["Model", *[level_display(lv) for lv in u.levels],
-                                                                 "Mean"], rows=rows))
+            r = intervals.get((model, kn))
+            ci = f"[{_fmt(r['ci_low'], signed=True)}, {_fmt(r['ci_high'], signed=True)}]" if r else "n/a"
+            v = ("known better" if r["verdict"] == BETTER else "known worse" if r["verdict"] == WORSE
+                 else r["verdict"]) if r else "n/a"
+            rows.append([model, *cells, _fmt(float(np.mean(list(by.values()))), signed=True), ci, v])
+        s.add(Table(title=f"{kn} − {un}: test {metric}",
+                    columns=["Model", *[level_display(lv) for lv in u.levels], "Mean", "95 % CI", "Verdict"],
+                    rows=rows))
+    s.add("95 % CI: the paired bootstrap of comparisons.csv (seeds and test samples resampled together; "
+          "each seed evaluates both arms under the same masks) on the mean over levels; the two arms "
+          "are searched separately, so the gap includes what each arm's search found.")
     return s
+
+
+def gap_intervals(res: StudyResults) -> list[dict]:
+    """Per model and arm pair: known minus unknown on the mean over levels of the headline metric,
+    with the same paired interval and verdict as a model-vs-reference row of comparisons.csv."""
+    cube, metric, rows = Cube(res, "test"), headline_metric(res), []
+    for u, k in arm_pairs(res):
+        mean = summaries(k)[0]
+        for model in res.study.all_models:
+            r = compare_one(res, cube, model, model, k, mean, metric, ref_scenario=u.name)
+            if r is not None:
+                rows.append(r)
+    return rows
 
 
 def _diag_frame(res: StudyResults, what: str) -> pd.DataFrame:
