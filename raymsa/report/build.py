@@ -122,7 +122,7 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
         *(rt or ["No scenario with numeric levels has results."]),
     ]))
 
-    secs.extend(knowledge_sections(res))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
+    secs.extend(knowledge_sections(res, cube))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
 
     cross = Section("Cross-scenario matrix", [
         "Each scenario's best configuration, trained for that scenario (rows), tested under every "

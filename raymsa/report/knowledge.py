@@ -80,7 +80,7 @@ def gap_frame(res: StudyResults) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "kind", "unknown", "known", "level", "metric", "gap"])
 
 
-def _gap_section(res: StudyResults) -> Section:
+def _gap_section(res: StudyResults, cube: Cube | None) -> Section:
     metric = headline_metric(res)
     s = Section("What knowing the masks is worth", [
         f"Where the study runs a scenario under both arms, test {metric} of the `known` arm (the model "
@@ -92,7 +92,7 @@ def _gap_section(res: StudyResults) -> Section:
         s.add("This study runs no scenario under both arms (add a copy of a scenario with "
               "`knowledge: known` and its own name).")
         return s
-    intervals = {(r["model"], r["scenario"]): r for r in gap_intervals(res)}
+    intervals = {(r["model"], r["scenario"]): r for r in gap_intervals(res, cube)}
     for (un, kn), g in gaps.groupby(["unknown", "known"], sort=False):
         u = res.study.scenario(un)
         rows = []
@@ -113,10 +113,10 @@ def _gap_section(res: StudyResults) -> Section:
     return s
 
 
-def gap_intervals(res: StudyResults) -> list[dict]:
+def gap_intervals(res: StudyResults, cube: Cube | None = None) -> list[dict]:
     """Per model and arm pair: known minus unknown on the mean over levels of the headline metric,
     with the same paired interval and verdict as a model-vs-reference row of comparisons.csv."""
-    cube, metric, rows = Cube(res, "test"), headline_metric(res), []
+    cube, metric, rows = cube or Cube(res, "test"), headline_metric(res), []
     for u, k in arm_pairs(res):
         mean = summaries(k)[0]
         for model in res.study.all_models:
@@ -234,9 +234,10 @@ def _equity_section(res: StudyResults) -> Section:
     return s
 
 
-def knowledge_sections(res: StudyResults) -> list[Section]:
-    """The sections above, in report order; diagnostics sections only when some run wrote them."""
-    out = [_gap_section(res)]
+def knowledge_sections(res: StudyResults, cube: Cube | None = None) -> list[Section]:
+    """The sections above, in report order; diagnostics sections only when some run wrote them.
+    cube: the report's test-split Cube, when the caller has one (else built here)."""
+    out = [_gap_section(res, cube)]
     has = set(res.test["metric"])
     if any(m.startswith(f"{DIAG_PREFIX}integrity_mae/") for m in has):
         out.append(_integrity_section(res))
