@@ -84,11 +84,22 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    path = write_synth(args.out, args.like, args.seed, args.scale, aligned=args.aligned)
+    path = write_synth(args.out, args.like, args.seed, args.scale, aligned=args.aligned, test_size=args.test_size)
     print(
         f"wrote {path} ({path.stat().st_size:,} bytes, {args.like}-like, seed {args.seed}, "
-        f"scale {args.scale:g}{', aligned' if args.aligned else ''}) in {time.perf_counter() - start:.1f} s"
+        f"scale {args.scale:g}{', aligned' if args.aligned else ''}"
+        f"{f', {args.test_size} test samples' if args.test_size else ''}) in {time.perf_counter() - start:.1f} s"
     )
+
+
+def _test_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {n}")
+    return n
 
 
 def _level(text: str) -> float | str:
@@ -112,7 +123,7 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
         first = e.errors()[0]
         flag = {"kind": "scenario", "levels": "levels"}.get(str(first["loc"][0]) if first["loc"] else "", "scenario")
         raise DataError(f"ceiling: --{flag}: {first['msg']}") from None
-    gen = synthetic_test_split(args.like, args.synth_seed, args.scale, args.aligned, args.max_eval)
+    gen = synthetic_test_split(args.like, args.synth_seed, args.scale, args.aligned, args.max_eval, args.test_size)
     rows = ceiling_rows(gen, scenario, args.seed)
     path = write_rows(rows, args.out)
     print(f"wrote {path}: Bayes-optimal test metrics of synth:{args.like}:seed={args.synth_seed} under "
@@ -153,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=float, default=1.0, help="shrink split sizes (0, 1]; shapes stay")
     s.add_argument("--aligned", action="store_true", help="every modality at the text length (aligned_50)")
+    s.add_argument("--test-size", type=_test_size, default=None,
+                   help="samples in the test split (default: the real dataset's; data.test_size)")
     s.set_defaults(run=cmd_synth)
 
     b = sub.add_parser("ceiling", help="Bayes-optimal test metrics of the synthetic data under a scenario")
@@ -164,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--scale", type=float, default=1.0)
     b.add_argument("--aligned", action="store_true")
     b.add_argument("--max-eval", type=int, default=None, help="only the first N test samples (data.max_eval)")
+    b.add_argument("--test-size", type=_test_size, default=None,
+                   help="the synthetic data's test-split size (data.test_size; default: the real dataset's)")
     b.add_argument("--out", required=True, type=Path)
     b.set_defaults(run=cmd_ceiling)
 

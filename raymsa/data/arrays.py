@@ -56,7 +56,7 @@ def source_file(data_cfg) -> Path:
     from raymsa.data.default import default_data_path
 
     if data_cfg.path is None:
-        return default_data_path(like=data_cfg.like, seed=data_cfg.synth_seed)
+        return default_data_path(like=data_cfg.like, seed=data_cfg.synth_seed, test_size=data_cfg.synth_test_size)
     p = Path(data_cfg.path).expanduser().resolve()
     if not p.is_file():
         raise DataError(f"{data_cfg.path}: no such file (data.path)")

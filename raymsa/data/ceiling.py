@@ -189,10 +189,10 @@ def ceiling_metrics(post: np.ndarray, labels: np.ndarray, spec: LikeSpec, datase
 
 
 def synthetic_test_split(like: str, synth_seed: int = 0, scale: float = 1.0, aligned: bool = False,
-               max_eval: int | None = None) -> Generated:
-    """The synthetic test split exactly as the dataset (like, synth_seed, scale) stores it, cut to
-    the first max_eval samples as the study's evaluation cuts it."""
-    gen = generate_split(like, synth_seed, "test", scale=scale, aligned=aligned)
+               max_eval: int | None = None, test_size: int | None = None) -> Generated:
+    """The synthetic test split exactly as the dataset (like, synth_seed, scale, test_size) stores
+    it, cut to the first max_eval samples as the study's evaluation cuts it."""
+    gen = generate_split(like, synth_seed, "test", scale=scale, aligned=aligned, test_size=test_size)
     if max_eval is not None:
         gen.raw = {k: v[:max_eval] for k, v in gen.raw.items()}
     return gen

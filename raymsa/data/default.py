@@ -22,17 +22,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAYMSA_CACHE", "~/.cache/raymsa")).expanduser()
 
 
-def default_data_path(like: str = "mosi", seed: int = 0) -> Path:
-    """Path of the cached synthetic dataset, generating it first if needed (MOSI-like: ~2 s)."""
-    path = cache_dir() / f"synth_{like}_seed{seed}_v{GENERATOR_VERSION}.pkl"
+def default_data_path(like: str = "mosi", seed: int = 0, test_size: int | None = None) -> Path:
+    """Path of the cached synthetic dataset, generating it first if needed (MOSI-like: ~2 s). A
+    test split of another size is another file (its name says the size)."""
+    size = "" if test_size is None else f"_test{test_size}"
+    path = cache_dir() / f"synth_{like}_seed{seed}{size}_v{GENERATOR_VERSION}.pkl"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if not path.exists():  # another process may have written it while we waited
-            write_synth(path, like, seed)
+            write_synth(path, like, seed, test_size=test_size)
     return path
 
 
-def load_default(like: str = "mosi", seed: int = 0) -> MMSAData:
-    return load_mmsa(default_data_path(like, seed), dataset=like)
+def load_default(like: str = "mosi", seed: int = 0, test_size: int | None = None) -> MMSAData:
+    return load_mmsa(default_data_path(like, seed, test_size), dataset=like)

@@ -140,12 +140,17 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
-def split_sizes(like: str, scale: float = 1.0) -> dict[str, int]:
-    """The real split sizes, shrunk by `scale` (at least 2 samples per split)."""
+def split_sizes(like: str, scale: float = 1.0, test_size: int | None = None) -> dict[str, int]:
+    """The real split sizes, shrunk by `scale` (at least 2 samples per split); `test_size` replaces
+    the test split's (before scaling: a study's test set is sized for the differences it must resolve,
+    docs/data.md 'Test-split size'), train and valid keep the real sizes."""
     spec = _like(like)
     if not (0.0 < scale <= 1.0):
         raise DataError(f"synth: scale must be in (0, 1], got {scale}")
-    return {s: max(2, round(n * scale)) for s, n in zip(SPLITS, spec.sizes)}
+    if test_size is not None and test_size < 2:
+        raise DataError(f"synth: test_size must be >= 2, got {test_size}")
+    sizes = list(spec.sizes) if test_size is None else [*spec.sizes[:2], test_size]
+    return {s: max(2, round(n * scale)) for s, n in zip(SPLITS, sizes)}
 
 
 def _like(like: str) -> LikeSpec:
@@ -407,10 +412,11 @@ def _check_seed(seed: int) -> None:
         raise DataError(f"synth: seed must be >= 0, got {seed}")
 
 
-def _raw(like: str, seed: int, scale: float, lazy: bool, aligned: bool = False) -> dict[str, dict]:
+def _raw(like: str, seed: int, scale: float, lazy: bool, aligned: bool = False,
+         test_size: int | None = None) -> dict[str, dict]:
     spec = _like(like)
     _check_seed(seed)
-    sizes = split_sizes(like, scale)
+    sizes = split_sizes(like, scale, test_size)
     like_index = list(LIKES).index(like)
     st = _structure(spec, seed, like_index, aligned)
     out = {}
@@ -420,21 +426,24 @@ def _raw(like: str, seed: int, scale: float, lazy: bool, aligned: bool = False) 
     return out
 
 
-def synthesize_raw(like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False) -> dict[str, dict]:
+def synthesize_raw(like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False,
+                   test_size: int | None = None) -> dict[str, dict]:
     """The synthetic dataset as the MMSA dict ({'train','valid','test'} -> dict of arrays)."""
-    return _raw(like, seed, scale, lazy=False, aligned=aligned)
+    return _raw(like, seed, scale, lazy=False, aligned=aligned, test_size=test_size)
 
 
-def synthesize(like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False) -> MMSAData:
+def synthesize(like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False,
+               test_size: int | None = None) -> MMSAData:
     """The synthetic dataset in memory, validated exactly as a loaded file would be."""
-    raw = synthesize_raw(like, seed, scale, aligned)
-    tag = ":aligned" if aligned else ""
+    raw = synthesize_raw(like, seed, scale, aligned, test_size)
+    tag = (":aligned" if aligned else "") + (f":test={test_size}" if test_size is not None else "")
     return mmsa_from_dict(raw, source=f"synth:{like}:seed={seed}:scale={scale:g}{tag}", dataset=like)
 
 
-def write_synth(path: str | Path, like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False) -> Path:
+def write_synth(path: str | Path, like: str, seed: int = 0, scale: float = 1.0, aligned: bool = False,
+                test_size: int | None = None) -> Path:
     """Write the synthetic dataset as an MMSA pickle, one feature array in memory at a time."""
-    return save_mmsa(_raw(like, seed, scale, lazy=True, aligned=aligned), path)
+    return save_mmsa(_raw(like, seed, scale, lazy=True, aligned=aligned, test_size=test_size), path)
 
 
 @dataclass
@@ -448,7 +457,7 @@ class Generated:
 
 
 def generate_split(like: str, seed: int, split: str | int, n: int | None = None, scale: float = 1.0,
-                   aligned: bool = False) -> Generated:
+                   aligned: bool = False, test_size: int | None = None) -> Generated:
     """One split of the dataset (like, seed, aligned), or fresh samples from the same structure.
 
     split 'train' / 'valid' / 'test' with n=None gives exactly the bytes of that split at `scale`;
@@ -460,7 +469,7 @@ def generate_split(like: str, seed: int, split: str | int, n: int | None = None,
     like_index = list(LIKES).index(like)
     if isinstance(split, str):
         index = SPLITS.index(split)
-        n = split_sizes(like, scale)[split] if n is None else n
+        n = split_sizes(like, scale, test_size)[split] if n is None else n
     else:
         if split < len(SPLITS) or n is None:
             raise DataError(f"synth: a fresh stream needs a split index >= {len(SPLITS)} and n, got {split}, {n}")

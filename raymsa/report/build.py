@@ -19,6 +19,7 @@ from raymsa.report.compare import comparisons_frame, variance_sources
 from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
 from raymsa.report.stats import Cube, robustness_frame, summarize
+from raymsa.report.training import seeds_section, training_frame, training_section
 from raymsa.report.tuning import tuning_frame
 from raymsa.report.tables import (best_config_tables, comparison_tables, cross_tables, importance_tables, level_tables,
                                   overall_table, robustness_tables, scenario_label, subset_tables,
@@ -49,7 +50,7 @@ def _header(res: StudyResults) -> list[Section]:
         items.append("Search objective: " + ", ".join(f"{k} {v}" for k, v in obj.items()))
     if st.created:
         items.append(f"Study created: {st.created}")
-    n_runs = len(st.all_models) * len(st.scenarios) * len(st.seeds)
+    n_runs = sum(len(st.expected_seeds(m, sc.name)) for m in st.all_models for sc in st.scenarios)
     head = Section("Study", [Bullets(items)])
     miss = Section("What is missing", level=3)
     if res.missing:
@@ -57,14 +58,16 @@ def _header(res: StudyResults) -> list[Section]:
                  Bullets(list(res.missing)))
     else:
         miss.add(f"Nothing: all {n_runs} expected runs (models × scenarios × seeds = "
-                 f"{len(st.all_models)} × {len(st.scenarios)} × {len(st.seeds)}) have results.")
+                 f"{len(st.all_models)} × {len(st.scenarios)} × {len(st.seeds)}) have results." if not st.rounds else
+                 f"Nothing: all {n_runs} expected runs ({len(st.rounds)} seed round(s), see Seeds) have results.")
     out = [head, miss]
     if res.notes:
         out.append(Section("Notes", [Bullets(list(res.notes))], level=3))
     return out
 
 
-def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, ceiling=None, gaps=None) -> list[Section]:
+def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, ceiling=None, gaps=None,
+              training=None) -> list[Section]:
     st = res.study
     secs = _header(res)
     secs.append(Section("Summary", [
@@ -123,6 +126,11 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
     ]))
 
     secs.extend(knowledge_sections(res, cube))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
+    if training is not None:
+        secs.append(training_section(res, training))
+    seeds = seeds_section(res)
+    if seeds is not None:
+        secs.append(seeds)
 
     cross = Section("Cross-scenario matrix", [
         "Each scenario's best configuration, trained for that scenario (rows), tested under every "
@@ -167,6 +175,7 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
         "comparisons.csv: each model minus the reference, paired, with bootstrap intervals, P(improvement), verdict, power",
         "tuning.csv: expected best validation objective vs number of trials per model and scenario",
+        "training.csv: per run the epochs run, the cap, the selected epoch and why training stopped",
         *(["ceiling_gaps.csv: per scenario, metric and model the mean over levels, the Bayes ceiling's, "
            "the paired gap and the share of the reference's gap closed"] if gaps is not None else []),
         "plots/: the figures of this report (PNG)",
@@ -193,7 +202,9 @@ def write_report(res: StudyResults, out: Path) -> None:
     gaps = gap_frame(res, cube, ceiling) if ceiling is not None else None
     if gaps is not None:
         gaps.to_csv(out / "ceiling_gaps.csv", index=False, na_rep="NaN")
-    secs = _sections(res, cube, rob, comp, tuning, plots, ceiling, gaps)
+    training = training_frame(res)
+    training.to_csv(out / "training.csv", index=False)
+    secs = _sections(res, cube, rob, comp, tuning, plots, ceiling, gaps, training)
     title = f"Study report: {res.study.name}"
     (out / "report.md").write_text(to_markdown(title, secs))
     (out / "report.html").write_text(to_html(title, secs, out))

@@ -134,6 +134,20 @@ class Study:
     objective: dict[str, str]
     created: str
     search_repeats: int = 1  # independent searches per (model, scenario), repeat k paired with seeds[j], j % K == k
+    # seed rounds (study.json 'rounds'): per round its seeds and the 'model__scenario' runs that got
+    # them; empty for older studies, where every run has every seed
+    rounds: tuple[tuple[tuple[int, ...], tuple[str, ...], str], ...] = ()
+    seed_plan: dict[str, Any] = field(default_factory=dict)  # initial, max, step, looks
+
+    def expected_seeds(self, model: str, scenario: str) -> tuple[int, ...]:
+        """The seeds the study trained (or meant to) for one (model, scenario)."""
+        if not self.rounds:
+            return self.seeds
+        key = f"{model}__{scenario}"
+        return tuple(s for seeds, runs, _ in self.rounds if key in runs for s in seeds)
+
+    def seed_max(self) -> int:
+        return int(self.seed_plan.get("max", len(self.seeds)))
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -291,7 +305,35 @@ def read_study_json(path: Path) -> Study:
         objective={k: str(v) for k, v in obj.items()},
         created=str(d.get("created", "")),
         search_repeats=_repeats(d, path),
+        rounds=_rounds(d, path),
+        seed_plan=_seed_plan(d, path, seeds),
     )
+
+
+def _rounds(d: dict, path: Path) -> tuple:
+    raw = d.get("rounds")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ReportError(f"{path}: key 'rounds': expected a list, got {raw!r}")
+    out = []
+    for i, r in enumerate(raw):
+        seeds, runs = (r.get("seeds"), r.get("runs")) if isinstance(r, dict) else (None, None)
+        if not (isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+            raise ReportError(f"{path}: key 'rounds[{i}].seeds': expected a list of integers, got {seeds!r}")
+        if not (isinstance(runs, list) and all(isinstance(x, str) for x in runs)):
+            raise ReportError(f"{path}: key 'rounds[{i}].runs': expected a list of 'model__scenario' names, got {runs!r}")
+        out.append((tuple(seeds), tuple(runs), str(r.get("why", ""))))
+    return tuple(out)
+
+
+def _seed_plan(d: dict, path: Path, seeds: list[int]) -> dict[str, Any]:
+    raw = d.get("seed_plan")
+    if raw is None:  # older studies: every run got every seed, one look
+        return {"initial": list(seeds), "max": len(seeds), "step": 0, "looks": [len(seeds)]}
+    if not isinstance(raw, dict) or not isinstance(raw.get("max"), int) or not isinstance(raw.get("looks"), list):
+        raise ReportError(f"{path}: key 'seed_plan': expected {{initial, max, step, looks}}, got {raw!r}")
+    return dict(raw)
 
 
 def _repeats(d: dict, path: Path) -> int:
@@ -531,7 +573,7 @@ def load_study(dir: str | Path) -> StudyResults:
     present = set(map(tuple, results[["model", "scenario", "seed"]].drop_duplicates().to_numpy().tolist()))
     for m in study.all_models:
         for sc in study.scenarios:
-            for s in study.seeds:
+            for s in study.expected_seeds(m, sc.name):
                 if (m, sc.name, int(s)) not in present:
                     run = f"{m}__{sc.name}__seed{s}"
                     missing.append(f"run {run}: no results ({why.pop(run, 'no run folder')})")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml
 from raymsa.missing import ScenarioConfig
@@ -54,6 +54,49 @@ class SearchSettings(StrictModel):
         return int(np.random.SeedSequence([self.seed, repeat, *tags]).generate_state(1)[0] % 2**31)
 
 
+class SeedPlan(StrictModel):
+    """Which seeds a study trains. A plain list in the study file means every run gets every seed
+    (initial = the list, max = its length). With `max` above len(initial) the study adds `step` new
+    seeds per round, only to the comparisons whose headline verdict is still open (raymsa.report.verdicts),
+    until every headline row is resolved or `max` seeds are reached; the looks at n = len(initial),
+    len(initial) + step, ..., max are planned in advance, so the sequential test's alpha spending knows them."""
+
+    initial: list[int] = Field(default_factory=lambda: [1111, 1112, 1113], min_length=1)
+    max: int | None = Field(None, ge=1, description="seeds per comparison at most; null = len(initial) (no rounds)")
+    step: int = Field(2, ge=1, description="seeds added per round to each open comparison")
+
+    @model_validator(mode="after")
+    def _check(self) -> SeedPlan:
+        if len(set(self.initial)) != len(self.initial):
+            raise ValueError(f"repeated seed in {self.initial}")
+        if self.max is None:
+            self.max = len(self.initial)
+        if self.max < len(self.initial):
+            raise ValueError(f"max: {self.max} is below the {len(self.initial)} initial seeds")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max > len(self.initial)
+
+    def looks(self) -> list[int]:
+        """Seeds per comparison at each planned look."""
+        out = [len(self.initial)]
+        while out[-1] < self.max:
+            out.append(min(self.max, out[-1] + self.step))
+        return out
+
+    def next_seeds(self, used: list[int], n_now: int) -> list[int]:
+        """The seeds of the next round for comparisons that have n_now seeds: consecutive integers
+        after the largest seed used so far, so one round's seeds are shared by every open pair."""
+        k = min(self.step, self.max - n_now)
+        start = max(used) + 1
+        return list(range(start, start + max(0, k)))
+
+    def record(self) -> dict[str, Any]:
+        return {"initial": list(self.initial), "max": self.max, "step": self.step, "looks": self.looks()}
+
+
 class StudyResources(StrictModel):
     workers_per_trial: int = Field(1, ge=1, description=">1 runs each trial under Ray Train (DDP)")
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -71,10 +114,19 @@ class StudyConfig(StrictModel):
     scenarios: list[ScenarioConfig]
     train: LoopConfig = LoopConfig()
     search: SearchSettings = SearchSettings()
-    seeds: list[int] = Field(default_factory=lambda: [1111, 1112, 1113], min_length=1)
+    seeds: SeedPlan = Field(default_factory=SeedPlan, description=(
+        "a list (every run, every seed) or {initial: [...], max: N, step: k} (seeds added in rounds "
+        "where a headline comparison is still open)"))
     resources: StudyResources = StudyResources()
     cross_scenario: bool = Field(True, description="test each scenario's best config under every other scenario")
     smoke: dict[str, Any] | None = Field(None, description="overlay applied by --smoke")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        if isinstance(v, list):  # today's meaning: every run gets every seed
+            return {"initial": v, "max": len(v)}
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
@@ -87,10 +139,8 @@ class StudyConfig(StrictModel):
             raise ValueError("scenarios: a study needs at least one scenario")
         if len(set(labels)) != len(labels):
             raise ValueError(f"scenarios: labels must be unique, got {labels}; give repeated kinds a name")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: repeated seed in {self.seeds}")
-        if self.search.repeats > len(self.seeds):
-            raise ValueError(f"search.repeats: {self.search.repeats} repeats but {len(self.seeds)} seeds; a repeat "
+        if self.search.repeats > len(self.seeds.initial):
+            raise ValueError(f"search.repeats: {self.search.repeats} repeats but {len(self.seeds.initial)} initial seeds; a repeat "
                              "is retrained with the seeds j where j mod repeats = its index, so repeats beyond "
                              "the number of seeds would never be used")
         return self
@@ -104,7 +154,7 @@ class StudyConfig(StrictModel):
             "data": self.data.model_dump(mode="json"),
             "scenario": scenario.model_dump(mode="json", exclude_none=True),
             "train": {**self.train.model_dump(mode="json"), "select_metric": self.search.objective,
-                      "eval_test": False, "seed": self.seeds[0]},
+                      "eval_test": False, "seed": self.seeds.initial[0]},
             "resources": {"workers": res.workers_per_trial, "cpus_per_worker": res.cpus_per_worker,
                           "use_gpu": res.gpus_per_trial > 0, "amp": res.amp},
         }

@@ -3,9 +3,12 @@ that finished and a failure never destroys finished results:
 
     1. search, for each scenario and model
                 -> search/<model>__<scenario>/best.json, trials.csv   (Optuna in Tune, validation only)
-    2. retrain, all (model, scenario, seed) runs in one Tune run
-                -> runs/<model>__<scenario>__seed<S>/eval.csv         (best config retrained per seed, tested
+    2. retrain, all (model, scenario, seed) runs of the initial seeds in one Tune run
+                -> runs/<model>__<scenario>__seed<S>/eval.csv, run.json (best config retrained per seed, tested
                                                                        on its grid and every other scenario)
+    2b. rounds (seeds: {initial, max, step} only): while a headline comparison is still open
+        (raymsa.report.verdicts.headline_decisions), `step` more seeds for its two runs' (model,
+        scenario); each round is written to study.json before it starts, so --resume continues it
     3. report   -> report/                                            (raymsa.report, from stored files alone)
 """
 
@@ -51,6 +54,8 @@ class StudyRunner:
         self.dataset = ""
         self.data_source = ""
         self.label_range: tuple[float, float] | None = None
+        self.rounds: list[dict[str, Any]] = []
+        self.run_seconds: list[float] = []  # per retrain round: wall seconds per run and slot
 
     # ---- layout ---------------------------------------------------------------------------------
     def search_dir(self, model: str, scenario: str) -> Path:
@@ -129,9 +134,26 @@ class StudyRunner:
                 created, resumed = prev.get("created", now), list(prev.get("resumed", [])) + [now]
             except (OSError, ValueError):
                 pass
+        rounds = [{"round": 0, "seeds": list(s.seeds.initial), "runs": self.all_pairs(), "why": "initial seeds"}]
+        if self.resume and old.exists():
+            try:
+                rounds = json.loads(old.read_text()).get("rounds") or rounds
+            except (OSError, ValueError):
+                pass
+        self.rounds = rounds
+        self._stamps = (created, resumed)
+        self._write_manifest()
+
+    def all_pairs(self) -> list[str]:
+        return [f"{m}__{sc.label}" for sc in self.study.scenarios for m in self.study.models]
+
+    def _write_manifest(self) -> None:
+        s, (created, resumed) = self.study, self._stamps
+        used = sorted({seed for r in self.rounds for seed in r["seeds"]})
         write_json_atomic(self.out / "study.json", {
             "name": s.name, "dataset": self.dataset, "data_source": self.data_source,
-            "models": list(s.models), "reference_model": s.reference_model, "seeds": s.seeds,
+            "models": list(s.models), "reference_model": s.reference_model, "seeds": used,
+            "seed_plan": s.seeds.record(), "rounds": self.rounds,
             "smoke": s.name.endswith("-smoke"),
             "scenarios": [{"name": sc.label, "kind": sc.kind, "levels": list(sc.levels), "knowledge": sc.knowledge}
                           for sc in s.scenarios],
@@ -225,15 +247,19 @@ class StudyRunner:
             self.log(f"[raymsa]   warning: {len(bad)} run(s) diverged, their predictions left the label range: "
                      f"{', '.join(bad)}; the report flags them")
 
-    def retrain_jobs(self, bests: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Job]:
-        """Every (model, scenario, seed) run whose eval.csv is not there yet. bests holds one best per
-        search repeat; seed j of the study's seeds is retrained with repeat j mod repeats."""
+    def retrain_jobs(self, bests: dict[tuple[str, str], list[dict[str, Any]]], seeds: list[int],
+                     pairs: list[str] | None = None, first: int = 0) -> dict[str, Job]:
+        """Every (model, scenario, seed) run of `seeds` (and of `pairs`, 'model__scenario'; None =
+        all) whose eval.csv is not there yet. bests holds one best per search repeat; the study's j-th
+        seed (counting from `first`) is retrained with repeat j mod repeats."""
         s = self.study
         jobs = {}
         for scenario in s.scenarios:
             eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
             for model in s.models:
-                for j, seed in enumerate(s.seeds):
+                if pairs is not None and f"{model}__{scenario.label}" not in pairs:
+                    continue
+                for j, seed in enumerate(seeds, start=first):
                     repeats = bests[model, scenario.label]
                     best = repeats[j % len(repeats)]
                     out = self.run_dir(model, scenario.label, seed) / "eval.csv"
@@ -248,42 +274,119 @@ class StudyRunner:
                     })
         return jobs
 
-    def retrain(self, bests: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
-        jobs = self.retrain_jobs(bests)
+    def retrain(self, bests: dict[tuple[str, str], list[dict[str, Any]]], rnd: dict[str, Any] | None = None) -> None:
+        """One round of retrains: round 0 is every (model, scenario) with the initial seeds."""
+        rnd = rnd or self.rounds[0]
+        first = sum(len(r["seeds"]) for r in self.rounds[:self.rounds.index(rnd)]) if rnd in self.rounds else 0
+        jobs = self.retrain_jobs(bests, rnd["seeds"], rnd["runs"], first=first)
         if not jobs:
             return
-        self.log(f"[raymsa] retrain: {len(jobs)} runs (best config of each model and scenario x seeds "
-                 f"{self.study.seeds}), each tested on {'every scenario' if self.study.cross_scenario else 'its scenario'}")
+        k = rnd["round"]
+        what = ("best config of each model and scenario" if k == 0 else f"round {k}: {rnd['why']}")
+        self.log(f"[raymsa] retrain: {len(jobs)} runs ({what}; seeds {rnd['seeds']}), each tested on "
+                 f"{'every scenario' if self.study.cross_scenario else 'its scenario'}")
         check_free_space(self.out, "retrain")
         t0 = time.perf_counter()
-        run_jobs(jobs, self.data, TuneRun(self.tune_dir, "retrain", self.trial_resources, self.max_concurrent()),
+        name = "retrain" if k == 0 else f"retrain__round{k}"
+        run_jobs(jobs, self.data, TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent()),
                  resume=self.resume)
         missing = [name for name in jobs if not Path(jobs[name].final_eval["out_csv"]).exists()]
         if missing:
             raise RuntimeError(f"retrain: no results for {missing}")
         self.warn_diverged_runs(jobs)
-        self.log(f"[raymsa]   retrain done in {time.perf_counter() - t0:.0f}s")
+        seconds = time.perf_counter() - t0
+        self.run_seconds.append(seconds * min(len(jobs), self.max_concurrent()) / len(jobs))
+        self.log(f"[raymsa]   retrain done in {seconds:.0f}s")
+
+    # ---- adaptive seeds -------------------------------------------------------------------------
+    def open_pairs(self) -> tuple[list[str], list[Any]]:
+        """The (model, scenario) runs the next round must add seeds to: both sides of every headline
+        comparison whose verdict is still open. Read from the stored results alone, as the report is."""
+        from raymsa.report.load import load_study
+        from raymsa.report.stats import Cube
+        from raymsa.report.verdicts import headline_decisions
+
+        res = load_study(self.out)
+        decisions = headline_decisions(res, Cube(res))
+        pairs: list[str] = []
+        for d in decisions:
+            if d.open:
+                for m in (d.model, d.reference):
+                    key = f"{m}__{d.scenario}"
+                    if key not in pairs:
+                        pairs.append(key)
+        return pairs, decisions
+
+    def seeds_of(self, pair: str) -> list[int]:
+        return [seed for r in self.rounds if pair in r["runs"] for seed in r["seeds"]]
+
+    def add_rounds(self, bests: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        """Rounds of `step` more seeds for the open comparisons, until none is open or every open
+        one is at `max` seeds. A recorded round that did not finish (--resume) is finished first."""
+        plan = self.study.seeds
+        for rnd in self.rounds[1:]:
+            self.retrain(bests, rnd)
+        if not plan.adaptive:
+            return
+        while True:
+            pairs, decisions = self.open_pairs()
+            n_now = max((len(self.seeds_of(p)) for p in pairs), default=plan.max)
+            if not pairs or n_now >= plan.max:
+                closed = [d for d in decisions if not d.open]
+                self.log(f"[raymsa] seeds: {len(closed)} of {len(decisions)} headline comparisons closed"
+                         + (f"; {len(decisions) - len(closed)} open at the cap of {plan.max} seeds"
+                            if pairs else "") + "; no further round")
+                return
+            used = sorted({seed for r in self.rounds for seed in r["seeds"]})
+            seeds = plan.next_seeds(used, n_now)
+            open_rows = [f"{d.model} vs {d.reference} under {d.scenario}" for d in decisions if d.open]
+            rnd = {"round": len(self.rounds), "seeds": seeds, "runs": pairs,
+                   "why": f"{len(open_rows)} headline comparison(s) still open: " + "; ".join(open_rows)}
+            n_runs = len(pairs) * len(seeds)
+            per_run = float(np.mean(self.run_seconds)) if self.run_seconds else math.nan
+            cost = (f", about {n_runs * per_run / 60:.1f} min at {per_run:.0f} s per run so far"
+                    if math.isfinite(per_run) else "")
+            self.log(f"[raymsa] seeds round {rnd['round']}: {n_runs} runs ({len(pairs)} model x scenario "
+                     f"x seeds {seeds}){cost}; {rnd['why']}")
+            self.rounds.append(rnd)
+            self._write_manifest()  # before the round runs: --resume continues it
+            self.retrain(bests, rnd)
+            self.write_ceiling()
 
     def write_ceiling(self) -> None:
         """<study>/ceiling.csv: the Bayes-optimal test metrics per scenario, level and seed, when the
-        study runs on the embedded synthetic data (raymsa.data.ceiling); real data has no ceiling."""
+        study runs on the embedded synthetic data (raymsa.data.ceiling); real data has no ceiling.
+        Called again after each seed round: only the seeds not yet in the file are computed."""
         s, path = self.study, self.out / "ceiling.csv"
-        if s.data.path is not None or path.exists():
+        if s.data.path is not None:
             return
+        import csv
+
         from raymsa.data.ceiling import ceiling_rows, synthetic_test_split, write_rows
 
+        used = sorted({seed for r in self.rounds for seed in r["seeds"]} or set(s.seeds.initial))
+        old = []
+        if path.exists():
+            with open(path, newline="") as f:  # as strings: the rows are written back unchanged
+                old = list(csv.DictReader(f))
+        have = {int(r["seed"]) for r in old}
+        todo = [seed for seed in used if seed not in have]
+        if not todo:
+            return
         t0 = time.perf_counter()
-        gen = synthetic_test_split(s.data.like, s.data.synth_seed, max_eval=s.data.max_eval)
+        gen = synthetic_test_split(s.data.like, s.data.synth_seed, max_eval=s.data.max_eval,
+                                   test_size=s.data.synth_test_size)
         rows = []
         for scenario in s.scenarios:
             if scenario.kind == "noise":  # the ceiling assumes a noise-free marker column
                 self.log(f"[raymsa] ceiling: none for {scenario.label} (noise kind)")
                 continue
-            for seed in s.seeds:  # each seed's runs are tested under their own masks
+            for seed in todo:  # each seed's runs are tested under their own masks
                 mask_seed = s.train.eval_mask_seed if s.train.eval_mask_seed is not None else seed
                 rows += [{**r, "seed": seed} for r in ceiling_rows(gen, scenario, mask_seed)]
-        write_rows(rows, path)
-        self.log(f"[raymsa] ceiling: Bayes-optimal test metrics -> {path} ({time.perf_counter() - t0:.0f}s)")
+        write_rows(old + rows, path)
+        self.log(f"[raymsa] ceiling: Bayes-optimal test metrics for seeds {todo} -> {path} "
+                 f"({time.perf_counter() - t0:.0f}s)")
 
     def run(self) -> None:
         if self.data is None:
@@ -294,3 +397,4 @@ class StudyRunner:
         bests = {(model, scenario.label): [self.search(model, scenario, r) for r in range(k if model in self.spaces else 1)]
                  for scenario in self.study.scenarios for model in self.study.models}
         self.retrain(bests)
+        self.add_rounds(bests)

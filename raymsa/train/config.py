@@ -12,11 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml, parse
 from raymsa.missing import ScenarioConfig
 from raymsa.models import ModelConfig, model_config
+
+
+# The embedded data's test split, per like: null keeps the real split's size. Chosen by measurement
+# (docs/data.md 'Test-split size'): MOSI's 686 test samples bound a paired interval's half-width
+# near the 0.02 MAE equivalence margin by themselves, whatever the number of seeds.
+EMBEDDED_TEST_SIZE: dict[str, int | None] = {"mosi": None, "mosei": None, "sims": None}
 
 
 class DataConfig(StrictModel):
@@ -25,32 +31,63 @@ class DataConfig(StrictModel):
     synth_seed: int = Field(0, description="seed of the embedded default (a different seed = another dataset)")
     dataset: Literal["mosi", "mosei", "sims"] | None = Field(
         None, description="label convention for metrics; null = guessed from the file")
+    test_size: int | None = Field(None, ge=2, description=(
+        "embedded synthetic data only: samples in its test split (train and valid keep the real sizes); "
+        "null = EMBEDDED_TEST_SIZE for the like (MOSI-like: larger than MOSI's 686, so that a study can "
+        "resolve differences of the equivalence margin; docs/data.md 'Test-split size')"))
     max_train: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
     max_eval: int | None = Field(None, ge=1, description="use only the first N valid/test samples (smoke runs)")
+
+    @model_validator(mode="after")
+    def _synthetic_only(self) -> DataConfig:
+        if self.path is not None and self.test_size is not None:
+            raise ValueError("test_size: sizes the embedded synthetic data's test split only; a data.path "
+                             "file has the test split it has (leave test_size out)")
+        return self
+
+    @property
+    def synth_test_size(self) -> int | None:
+        """The embedded data's test size (None = the like's real size)."""
+        if self.path is not None:
+            return None
+        return self.test_size if self.test_size is not None else EMBEDDED_TEST_SIZE.get(self.like)
 
     def load(self):
         """The MMSAData this section names (the embedded default is generated once and cached)."""
         from raymsa.data import load_default, load_mmsa
 
         if self.path is None:
-            return load_default(like=self.like, seed=self.synth_seed)
+            return load_default(like=self.like, seed=self.synth_seed, test_size=self.synth_test_size)
         return load_mmsa(self.path, dataset=self.dataset)
 
 
 class LoopConfig(StrictModel):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, description="the cap: at most this many epochs (patience may stop earlier)")
     batch_size: int = Field(64, ge=1, description="global batch; split evenly over workers")
     eval_batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warm-up, then cosine decay")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warm-up over this share of the cap's steps")
+    schedule: Literal["plateau", "cosine"] = Field("plateau", description=(
+        "after warm-up: 'plateau' keeps the LR until the validation objective stalls, then multiplies it "
+        "by lr_factor (torch ReduceLROnPlateau), so the data, not the cap, decides when training ends; "
+        "'cosine' decays to 0 at the cap (the last epoch then tends to be the best whatever the cap)"))
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="plateau: LR multiplier when the objective stalls")
+    lr_patience: int = Field(1, ge=0, description="plateau: judged epochs without improvement before the LR drops")
+    min_lr_fraction: float = Field(0.01, ge=0, le=1, description="plateau: the LR never falls below lr x this")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null = off")
     task_loss: Literal["l1", "mse"] = Field("l1", description="regression loss on the incomplete view")
     seed: int = Field(1111, description="model init, data order and training masks")
     eval_mask_seed: int | None = Field(
         None, description="seed of the fixed evaluation masks; null = the run's seed")
     select_metric: str = Field("MAE", description="model selection: this metric's mean over the validation grid")
-    patience: int | None = Field(None, ge=1, description="early stopping after N epochs without improvement")
+    patience: int | None = Field(None, ge=1, description=(
+        "early stopping after N judged epochs without an improvement larger than min_delta; "
+        "null = train to the cap (epochs)"))
+    min_delta: float = Field(0.0, ge=0, description=(
+        "an epoch counts as an improvement for patience and the plateau LR only if it beats the best so "
+        "far by more than this (absolute, in the selection metric's units); the selected checkpoint is "
+        "still the best one"))
     threads: int | None = Field(None, ge=1, description="torch threads per worker; null = the worker's CPUs")
     eval_test: bool = Field(True, description="evaluate the selected checkpoint on test at the end")
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymsa.data import MMSAData
-from raymsa.metrics import mmsa_metrics
+from raymsa.metrics import METRIC_DIRECTION, mmsa_metrics
 from raymsa.missing import ScenarioConfig, apply_missingness, train_missingness
 from raymsa.models import DataSpec, MSAModel, build_model
 from raymsa.train.batches import SplitTensors, shard_indices
@@ -66,6 +66,10 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
     diagnostics: dict[str, dict[str, float]] | None = None  # level -> diag/ metrics of the selected model on test
+    stop_reason: str = "cap"  # 'plateau' (patience ran out) or 'cap' (train.epochs reached)
+
+
+STOP_PLATEAU, STOP_CAP = "plateau", "cap"
 
 
 def stage_for_epoch(stages, epoch: int, epochs: int) -> str:
@@ -86,14 +90,56 @@ def stage_for_epoch(stages, epoch: int, epochs: int) -> str:
     return stages[-1].name
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int):
+def _lr_lambda(total_steps: int, warmup_steps: int, cosine: bool):
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if not cosine:
+            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+class Schedule:
+    """Linear warm-up per step, then either cosine decay to 0 at the cap, or a constant LR that
+    torch's ReduceLROnPlateau lowers when the validation objective stalls. The warm-up's LambdaLR
+    sets the LR absolutely, so under 'plateau' it stops stepping once warm-up ends and the plateau
+    scheduler's multiplications stick."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int, maximize: bool):
+        total = steps_per_epoch * tc.epochs
+        self.cosine = tc.schedule == "cosine"
+        self.warmup_steps = max(1, int(tc.warmup_fraction * total))
+        self.step_count = 0
+        self.warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, self.warmup_steps, self.cosine))
+        self.plateau = None if self.cosine else torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if maximize else "min", factor=tc.lr_factor, patience=tc.lr_patience,
+            threshold=tc.min_delta, threshold_mode="abs", min_lr=tc.lr * tc.min_lr_fraction)
+
+    def step(self) -> None:
+        if self.cosine or self.step_count < self.warmup_steps:
+            self.warmup.step()
+        self.step_count += 1
+
+    def end_epoch(self, objective: float | None) -> None:
+        """After a judged epoch's validation (objective), the plateau scheduler's look."""
+        if self.plateau is not None and objective is not None and math.isfinite(objective):
+            self.plateau.step(objective)
+
+    def lr(self) -> float:
+        return self.warmup.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"warmup": self.warmup.state_dict(), "step_count": self.step_count,
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.warmup.load_state_dict(st["warmup"])
+        self.step_count = st["step_count"]
+        if self.plateau is not None and st.get("plateau") is not None:
+            self.plateau.load_state_dict(st["plateau"])
 
 
 def _device(cfg: TrainConfig, session: Session) -> torch.device:
@@ -145,13 +191,13 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
     optimizer = torch.optim.AdamW(core.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = len(shard_indices(len(train_t), tc.batch_size, seed=tc.seed, epoch=0,
                                         rank=session.rank, world=session.world_size))
-    total_steps = steps_per_epoch * tc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, max(1, int(tc.warmup_fraction * total_steps))))
+    scheduler = Schedule(optimizer, tc, steps_per_epoch, maximize=METRIC_DIRECTION[tc.select_metric])
     stages = core.stages()
 
     # ---- resume -------------------------------------------------------------------------
-    start_epoch, best_epoch, best_obj, bad_epochs = 0, -1, None, 0
+    # best_obj: the selected checkpoint's objective; patience_ref: the last objective that beat the
+    # one before it by more than min_delta (what patience counts from)
+    start_epoch, best_epoch, best_obj, bad_epochs, patience_ref = 0, -1, None, 0, None
     best_stage = stages[-1].name  # the stage the selected weights were trained in: their forward path
     best_valid: dict[str, dict[str, float]] = {}
     best_state: dict[str, torch.Tensor] | None = None
@@ -165,6 +211,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             torch.set_rng_state(st["torch_rng"])
             start_epoch, best_epoch, bad_epochs = st["epoch"], st["best_epoch"], st["bad_epochs"]
             best_obj, best_stage = st["best_objective"], st["best_stage"]
+            patience_ref = st.get("patience_ref", best_obj)
             best_state = st["best_model"]
             best_valid = json.loads(st["best_valid"])
             history = json.loads(st["history"])
@@ -244,16 +291,22 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             obj = float(t.item())
         improved = judged and is_better(select, obj, best_obj)
         if improved:
-            best_obj, best_epoch, bad_epochs = obj, epoch, 0
+            best_obj, best_epoch = obj, epoch
             best_valid, best_stage = valid, stage
             if main:
                 best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-        elif judged:
-            bad_epochs += 1
+        if judged:
+            bound = None if patience_ref is None else (
+                patience_ref + tc.min_delta if METRIC_DIRECTION[select] else patience_ref - tc.min_delta)
+            if is_better(select, obj, bound):
+                patience_ref, bad_epochs = obj, 0
+            else:
+                bad_epochs += 1
+            scheduler.end_epoch(obj)
         stop = tc.patience is not None and bad_epochs >= tc.patience
 
         metrics: dict[str, Any] = {
-            "epoch": epoch + 1, "stage": stage, "lr": scheduler.get_last_lr()[0],
+            "epoch": epoch + 1, "stage": stage, "lr": scheduler.lr(),
             "objective": obj, "best_objective": best_obj if best_obj is not None else math.nan,
             "best_epoch": best_epoch + 1, "train_time_s": train_time,
             "train_samples_per_s": n_seen * session.world_size / max(train_time, 1e-9),
@@ -286,7 +339,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                     "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "epoch": epoch + 1, "best_epoch": best_epoch, "best_objective": best_obj,
-                    "bad_epochs": bad_epochs, "best_model": best_state, "best_stage": best_stage,
+                    "bad_epochs": bad_epochs, "patience_ref": patience_ref,
+                    "best_model": best_state, "best_stage": best_stage,
                     "best_valid": json.dumps(best_valid), "history": json.dumps(history),
                     "config": json.dumps(cfg.to_dict()),
                 }, d / "state.pt")
@@ -294,11 +348,13 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             session.report(metrics, ckpt)
         if stop:
             if verbose and main:
-                print(f"[raymsa] early stop: no improvement of valid {select} for {tc.patience} epochs", flush=True)
+                print(f"[raymsa] early stop: valid {select} has not improved by more than {tc.min_delta:g} "
+                      f"for {tc.patience} judged epochs", flush=True)
             break
 
     if writer is not None:
         writer.close()
+    stop_reason = STOP_PLATEAU if tc.patience is not None and bad_epochs >= tc.patience else STOP_CAP
 
     # ---- the selected model on test (rank 0) ----------------------------------------------
     test = diagnostics = None
@@ -315,15 +371,19 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                                  if m in next(iter(test.values()))), flush=True)
             diagnostics = tester.diagnose(core, tc.eval_batch_size, device)
         if final_eval is not None:
-            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t)
+            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t, record={
+                "epochs_run": len(history), "cap": tc.epochs, "best_epoch": best_epoch + 1,
+                "stop_reason": stop_reason, "patience": tc.patience, "min_delta": tc.min_delta,
+                "schedule": tc.schedule,
+                "history": [{k: h[k] for k in ("epoch", "stage", "lr", "objective") if k in h} for h in history]})
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
                      valid=best_valid, test=test, history=history, epochs_run=len(history),
-                     diagnostics=diagnostics if test is not None else None)
+                     diagnostics=diagnostics if test is not None else None, stop_reason=stop_reason)
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
-                     amp: bool, mask_seed: int, train_t: SplitTensors) -> None:
+                     amp: bool, mask_seed: int, train_t: SplitTensors, record: dict[str, Any] | None = None) -> None:
     """The selected model under every requested scenario: preds.npz, then eval.csv, both atomic.
 
     The predictions are made once per (eval scenario, level); from them come the tidy metric rows
@@ -333,7 +393,8 @@ def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: Fina
     is written first: eval.csv marks a finished run for --resume, so a run with eval.csv has both.
     Each level also gets the model's diagnostic rows (metric names under 'diag/': integrity-estimation
     error and bias per modality, dominant-modality shares, collapse cosines; GridEvaluator.diagnose).
-    `knowledge` is the arm of the eval scenario."""
+    `knowledge` is the arm of the eval scenario. `record` (how training went: epochs run, the cap, the
+    selected epoch, why it stopped) goes to run.json, also before eval.csv."""
     tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
     labels = tensors.labels.numpy()
     dataset = dataset_name(cfg, data)
@@ -365,6 +426,10 @@ def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: Fina
                  pred=np.stack(preds).astype(np.float32), labels=labels.astype(np.float32),
                  index=np.arange(len(tensors), dtype=np.int64), split=np.array(fe.split))
     os.replace(tmp, out)
+    if record is not None:
+        tmp = fe.out_csv.with_name("run.json.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=float))
+        os.replace(tmp, fe.out_csv.with_name("run.json"))
     tmp = fe.out_csv.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
