@@ -463,9 +463,9 @@ def test_default_is_generated_once_cached_and_race_safe(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYMSA_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def small_write(path, like, seed):  # the real generator, shrunk to keep the test fast
+    def small_write(path, like, seed, test_size=None):  # the real generator, shrunk to keep the test fast
         calls.append(path)
-        return write_synth(path, like, seed, scale=0.02)
+        return write_synth(path, like, seed, scale=0.02, test_size=test_size)
 
     monkeypatch.setattr(default_module, "write_synth", small_write)
     paths = []
