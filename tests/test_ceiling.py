@@ -12,8 +12,7 @@ from raymsa.data.ceiling import (ceiling_rows, label_posterior, sufficient_stats
                                  valid_masks)
 from raymsa.data.synth import MODALITIES, _plan, _structure, generate_split, LIKES
 from raymsa.data.types import DataError
-from raymsa.missing import ScenarioConfig, eval_missingness
-from raymsa.train.evaluate import split_seed
+from raymsa.missing import ScenarioConfig, eval_missingness, split_seed
 
 LEVELS = [0.0, 0.5, 0.9]
 
