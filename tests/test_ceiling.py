@@ -81,6 +81,7 @@ def _features(stats) -> np.ndarray:
     return np.column_stack(cols).astype(np.float64)
 
 
+@pytest.mark.heavy  # ten gradient-boosting fits on 12840 samples: tens of seconds on 2 cores
 def test_a_strong_learner_on_ten_times_the_data_approaches_the_ceiling_from_above(gen, intra_rows):
     """Gradient boosting (absolute error: it predicts a median) on the ceiling's statistics of 10 x
     1284 fresh samples, erased at the same level, tested on the test split under the study's masks:

@@ -57,6 +57,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_a_local_study_listens_on_loopback_only(tmp_path_factory):
