@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study smoke test bench clean-venv
+.PHONY: setup study smoke test test-heavy bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,12 @@ study: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/python -m raymsa.study fsrf_sweep --smoke $(ARGS)
 
+# the quick tier (pyproject.toml's addopts leave out tests marked heavy); CI runs both tiers
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+test-heavy: $(STAMP)
+	$(VENV)/bin/python -m pytest -m heavy $(ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py

@@ -6,7 +6,7 @@
 Runs the study's own code on F, in this process as the study's driver:
   1. StudyRunner.load_data (raymsa.data.arrays.prepare_arrays): the file is converted once to .npy
      files under <storage>/.arrays; then loaded again (the folder exists: what every later study pays);
-  2. start_ray (raymsa.study.cluster), as `python -m raymsa.study` starts a local Ray;
+  2. start_ray (raymsa.cluster), as `python -m raymsa.study` starts a local Ray;
   3. --trials concurrent Tune trials get the study's DataHandle: 'full' trials touch every page of
      every array (SplitTensors over all samples), 'smoke' trials only the first 96 training and 48
      evaluation samples (the smoke overlay's max_train / max_eval).
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import tune
 
     from raymsa.search.tune import DRIVER_RESOURCE
-    from raymsa.study.cluster import start_ray
+    from raymsa.cluster import start_ray
     from raymsa.study.config import load_study
     from raymsa.study.runner import StudyRunner
 

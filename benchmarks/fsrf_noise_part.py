@@ -22,10 +22,11 @@ import torch
 
 from raymsa.batch import MODALITIES
 from raymsa.data import load_default
+from raymsa.missing import split_seed
 from raymsa.models import DataSpec, build_model
 from raymsa.train.batches import SplitTensors
 from raymsa.train.config import parse_train_config
-from raymsa.train.evaluate import GridEvaluator, split_seed
+from raymsa.train.evaluate import GridEvaluator
 from raymsa.train.loop import run
 from raymsa.train.session import LocalSession
 

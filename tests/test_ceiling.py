@@ -12,8 +12,7 @@ from raymsa.data.ceiling import (ceiling_rows, label_posterior, sufficient_stats
                                  valid_masks)
 from raymsa.data.synth import MODALITIES, _plan, _structure, generate_split, LIKES
 from raymsa.data.types import DataError
-from raymsa.missing import ScenarioConfig, eval_missingness
-from raymsa.train.evaluate import split_seed
+from raymsa.missing import ScenarioConfig, eval_missingness, split_seed
 
 LEVELS = [0.0, 0.5, 0.9]
 
@@ -82,6 +81,7 @@ def _features(stats) -> np.ndarray:
     return np.column_stack(cols).astype(np.float64)
 
 
+@pytest.mark.heavy  # ten gradient-boosting fits on 12840 samples: tens of seconds on 2 cores
 def test_a_strong_learner_on_ten_times_the_data_approaches_the_ceiling_from_above(gen, intra_rows):
     """Gradient boosting (absolute error: it predicts a median) on the ceiling's statistics of 10 x
     1284 fresh samples, erased at the same level, tested on the test split under the study's masks:

@@ -273,6 +273,7 @@ def study_on_three_nodes(tmp_path_factory):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_trials_spread_over_the_nodes_and_complete(study_on_three_nodes):
     s = study_on_three_nodes
@@ -290,6 +291,7 @@ def test_trials_spread_over_the_nodes_and_complete(study_on_three_nodes):
     assert (s["out"] / "report" / "report.md").is_file()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_a_node_lost_mid_phase_costs_only_its_trials_lost_epochs(study_on_three_nodes):
     s = study_on_three_nodes

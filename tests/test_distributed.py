@@ -13,7 +13,7 @@ from raymsa.train.config import parse_train_config
 from raymsa.train.loop import run
 from raymsa.train.session import LocalSession, TrainSession
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.heavy]
 
 CONFIG = {
     "model": {"name": "fsrf", "variant": "tiny"},

@@ -1,5 +1,6 @@
-"""Faults end cleanly (issue 14): an interrupt is never a result, one driver per study folder, bad
-data refused before Ray starts with nothing written, failures no retry can fix not retried."""
+"""Faults end cleanly (issue 14): one driver per study folder, bad data refused before Ray starts with
+nothing written, failures no retry can fix not retried. An interrupt, a second driver, a killed
+driver and --resume on a real study: tests/test_study.py (the lifecycle study)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import errno
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -17,128 +17,6 @@ import pandas as pd
 import pytest
 
 from raymsa.study.__main__ import main as study_main
-
-# one scenario with a two-level grid, one seed, FSRF alone: a search of 2 trials one at a time
-# (a window to interrupt it in after its first trial) and one retrain run
-TINY = ["--smoke", "--set", "scenarios=[{kind: intra, levels: [0.0, 0.5]}]", "--set", "seeds=[1111]",
-        "--set", "models={fsrf: {search_space: fsrf.yaml, config: {variant: tiny}}}", "--set", "reference_model=null",
-        "--set", "search.trials=2", "--set", "search.max_concurrent=1"]
-
-
-def _study(storage, *extra):
-    return [sys.executable, "-m", "raymsa.study", "fsrf_sweep", "--storage", str(storage), *TINY, *extra]
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time) of every process, from /proc (Linux)."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[int(d.name)] = (int(fields[1]), fields[19])  # ppid, starttime
-    return out
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """Every process below `pid`, with its start time (a pid reused later is another process)."""
-    table, found, todo = _proc_table(), {}, [pid]
-    while todo:
-        parent = todo.pop()
-        for child, (ppid, start) in table.items():
-            if ppid == parent and child not in found:
-                found[child] = start
-                todo.append(child)
-    return found
-
-
-def _alive(procs: dict[int, str]) -> list[str]:
-    out = []
-    for pid, start in procs.items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[19] == start and fields[0] != "Z":
-            out.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
-    return out
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_interrupt_is_no_result_and_one_driver_per_folder(tmp_path, ray_cluster):
-    """Ctrl-C after the first trial of a search: rc 130, the message, no best.json or trials.csv for
-    that search, no Ray process of the driver left; --resume then finishes and keeps `created`, and
-    while it runs a second driver (with or without --resume) is refused naming its pid and host."""
-    out = tmp_path / "fsrf_sweep-smoke"
-    log_path = tmp_path / "first.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
-    with open(log_path, "w") as log:
-        # its own local Ray (no --address), so that what it leaves behind is its own
-        first = subprocess.Popen(_study(tmp_path), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while "search: 1/2 trials done" not in log_path.read_text() and first.poll() is None:
-            assert time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        assert first.poll() is None, log_path.read_text()[-3000:]
-        ray_procs = _descendants(first.pid)
-        assert ray_procs  # the driver's local Ray: gcs_server, raylet, workers ...
-        os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        rc = first.wait(timeout=90)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-    text = log_path.read_text()
-    assert rc == 130, text[-3000:]
-    assert text.rstrip().endswith("interrupted; rerun with --resume"), text[-3000:]
-    assert "Tuner.restore" not in text and "Traceback" not in text, text[-3000:]
-    search = out / "search" / "fsrf__intra"
-    assert not (search / "best.json").exists() and not (search / "trials.csv").exists()
-    assert not list(out.glob("runs/*/eval.csv"))
-    deadline = time.time() + 20
-    while _alive(ray_procs) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _alive(ray_procs)
-    created = json.loads((out / "study.json").read_text())["created"]
-
-    address = ray_cluster.get_runtime_context().gcs_address
-    resumed = subprocess.Popen(_study(tmp_path, "--resume", "--address", address), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        seen = []
-        for line in resumed.stdout:  # the driver holds the lock once it prints its first line
-            seen.append(line)
-            if line.startswith("[raymsa] study "):
-                break
-        # a second driver on the same folder, with or without --resume, is refused while it runs
-        # (without --resume it is the same lock, checked before the folder's contents)
-        second = subprocess.run(_study(tmp_path, "--resume", "--address", address), capture_output=True,
-                                text=True, env=env, timeout=120)
-        assert second.returncode == 2, second.stdout + second.stderr
-        assert f"being run by pid {resumed.pid} on host {os.uname().nodename}" in second.stderr
-        rest, _ = resumed.communicate(timeout=240)
-    finally:
-        if resumed.poll() is None:
-            resumed.kill()
-    assert not (out / "tune" / "search__fsrf__intra.interrupted-2").exists()  # the second touched nothing
-    log = "".join(seen) + rest
-    resumed.returncode = resumed.wait()
-    assert resumed.returncode == 0, log[-4000:]
-    assert "Traceback" not in log and "Exception ignored" not in log, log[-4000:]
-    assert "A new study created" not in log  # Optuna's noise is quieted
-    trials = pd.read_csv(search / "trials.csv")
-    assert len(trials) == 2 and (trials["status"] == "DONE").all() and (trials["epochs"] >= 1).all()
-    assert json.loads((search / "best.json").read_text())["n_trials"] == 2
-    assert (out / "runs" / "fsrf__intra__seed1111" / "eval.csv").exists()
-    manifest = json.loads((out / "study.json").read_text())
-    assert manifest["created"] == created and len(manifest["resumed"]) == 1
-    assert (out / "tune" / "search__fsrf__intra.interrupted-1").is_dir()  # set aside, not deleted
-    assert "retrain: 1/1 trials done" in log
-
 
 def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
     """name -> (--set value, what the error must say)"""
@@ -221,6 +99,7 @@ def test_set_errors_name_the_flag(tmp_path, capsys):
     rc = study_main(["fsrf_sweep", "--storage", str(tmp_path), "--set", "search.trials=zero"])
     err = capsys.readouterr().err
     assert rc == 2 and "--set search.trials=zero: search.trials" in err and "fsrf_sweep.yaml" not in err
+    assert not any(tmp_path.iterdir())  # nothing written for a refused study
     rc = study_main(["fsrf_sweep", "--storage", str(tmp_path), "--set", "seeds=[1,1]"])
     assert rc == 2 and "--set seeds=[1,1]: seeds: repeated seed" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""raymsa.study.cluster: a local study's Ray listens on loopback only; the object store is sized
+"""raymsa.cluster: a local study's Ray listens on loopback only; the object store is sized
 from what a caller puts there, or refused with the setting to change."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # listening socket of this process and its descendants (ss -ltnp), as JSON.
 _LISTEN = r"""
 import json, os, subprocess, sys, time
-from raymsa.study.cluster import start_ray
+from raymsa.cluster import start_ray
 import ray
 
 ctx = start_ray(None, resources={"raymsa_driver": 1}, num_cpus=1, _temp_dir=sys.argv[1], configure_logging=False)
@@ -57,6 +57,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_a_local_study_listens_on_loopback_only(tmp_path_factory):
@@ -77,7 +78,7 @@ def test_a_local_study_listens_on_loopback_only(tmp_path_factory):
 
 
 def test_the_store_is_sized_from_what_goes_there(monkeypatch):
-    import raymsa.study.cluster as c
+    import raymsa.cluster as c
 
     GiB = 2**30
     monkeypatch.setattr(c, "_default_store_bytes", lambda: 4 * GiB)

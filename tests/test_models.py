@@ -317,7 +317,7 @@ def test_check_batch_names_the_tensor(name, corrupt, match):
     batch = make_batch()
     corrupt(batch)
     if corrupt is _complete_mismatch and not model.needs_complete:
-        return
+        pytest.skip(f"{name} reads no complete input, so it has none to check")
     with pytest.raises(ValueError, match=match):
         call(model, batch)
 
@@ -353,7 +353,9 @@ def test_fsrf_all_switches_off_needs_no_complete_input():
     batch = make_batch(rate=0.5)
     batch.complete = None
     out = call(model, batch)
-    assert_finite(out, batch.size) and out["losses"] == {}
+    assert_finite(out, batch.size)
+    # every switchable loss is gone; the integrity estimate's MSE is always on (docs/models.md)
+    assert set(out["losses"]) == set(model.loss_weights()) == {"integrity"}
 
 
 def test_senti_hard_dominance_runs_and_reaches_the_quality_scorer():

@@ -79,6 +79,7 @@ def test_console_script_forwards_to_each_main(capsys):
     assert e.value.code == 0 and "--smoke" in capsys.readouterr().out
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_wheel_runs_the_smoke_study_from_an_unrelated_folder(tmp_path):

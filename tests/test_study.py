@@ -1,63 +1,82 @@
-"""`python -m raymsa.study` end to end, as a user runs it: a smoke study killed mid-run and resumed
-without redoing or losing what finished; the report, TensorBoard files and Optuna study present."""
+"""`python -m raymsa.study` end to end, as a user runs it. One lifecycle study serves the fault
+checks: interrupted (Ctrl-C) in its first search, resumed while a second driver is refused, killed
+(SIGKILL) once that search has finished, refused without --resume, then resumed to the end without
+redoing or losing what finished; the report, TensorBoard files and Optuna study present. The
+lifecycle study itself runs in tests/conftest.py's `lifecycle` fixture."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raymsa.study.config import STUDIES_DIR
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-# two scenarios with short grids and one seed keep the end-to-end run under a minute on 2 cores
-SMALL = ["--set", "scenarios=[{kind: intra, levels: [0.0, 0.5]}, {kind: subset}]", "--set", "seeds=[1111]",
-         "--set", "search.optuna_storage=true"]
-
 
 def study_cmd(name, storage, *extra):
     return [sys.executable, "-m", "raymsa.study", name, "--smoke", "--storage", str(storage), *extra]
 
 
-def test_smoke_study_killed_and_resumed(tmp_path, ray_cluster):
-    address = ray_cluster.get_runtime_context().gcs_address
-    out = tmp_path / "fsrf_sweep-smoke"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(study_cmd("fsrf_sweep", tmp_path, "--address", address, *SMALL),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    # kill the driver as soon as the first search has finished: mid-study, with later phases pending
-    best = out / "search" / "fsrf__intra" / "best.json"
-    deadline = time.time() + 150
-    while not best.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert best.exists(), first.communicate()[0].decode()[-3000:]
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    kept = best.read_bytes()
-    kept_mtime = best.stat().st_mtime_ns
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_interrupt_is_no_result_and_leaves_no_ray(lifecycle):
+    """Ctrl-C after the first trial of a search: rc 130, the message, no best.json or trials.csv for
+    that search, no run results, no Ray process of the driver left."""
+    s = lifecycle
+    text = s["log1"]
+    assert s["rc1"] == 130, text[-3000:]
+    assert text.rstrip().endswith("interrupted; rerun with --resume"), text[-3000:]
+    assert "Tuner.restore" not in text and "Traceback" not in text, text[-3000:]
+    assert s["after1"] == {"best": False, "trials": False, "evals": []}
+    assert s["ray_procs"] and not s["left1"], s["left1"]
 
-    # without --resume the study refuses to touch the folder
-    refused = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address, *SMALL),
-                             capture_output=True, text=True, env=env)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-    assert best.read_bytes() == kept
 
-    resumed = subprocess.run(study_cmd("fsrf_sweep", tmp_path, "--address", address, "--resume", *SMALL),
-                             capture_output=True, text=True, env=env, timeout=300)
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-4000:]
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_second_driver_is_refused_while_one_runs(lifecycle):
+    rc, err = lifecycle["second"]
+    assert rc == 2, err
+    assert f"being run by pid {lifecycle['second_pid']} on host {os.uname().nodename}" in err
+    assert not lifecycle["second_touched"]  # the second driver set nothing aside
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_study_is_refused_without_resume_and_resumes_without_redoing_work(lifecycle):
+    s = lifecycle
+    out, kept, mtime = s["out"], *s["kept"]
+    rc, err = s["refused"]
+    assert rc == 2 and "--resume" in err, err
+    assert s["after3"] == kept
+    log = s["log4"]
+    assert s["rc4"] == 0, log[-4000:]
+    assert "Traceback" not in log and "Exception ignored" not in log, log[-4000:]
+    assert "Traceback" not in s["log2"], s["log2"][-4000:]  # the interrupted search resumed cleanly
+    assert "A new study created" not in log + s["log2"]  # Optuna's noise is quieted
     # the finished search was not redone
     assert "search fsrf under intra" not in log
-    assert best.read_bytes() == kept and best.stat().st_mtime_ns == kept_mtime
+    best = out / "search" / "fsrf__intra" / "best.json"
+    assert best.read_bytes() == kept and best.stat().st_mtime_ns == mtime
+    # the interrupted search was run again in full by the first --resume, its old folder set aside
+    trials = pd.read_csv(out / "search" / "fsrf__intra" / "trials.csv")
+    assert len(trials) == 2 and (trials["status"] == "DONE").all() and (trials["epochs"] >= 1).all()
+    assert json.loads(best.read_text())["n_trials"] == 2
+    assert (out / "tune" / "search__fsrf__intra.interrupted-1").is_dir()  # set aside, not deleted
+    manifest = json.loads((out / "study.json").read_text())
+    assert manifest["created"] == s["created"] and len(manifest["resumed"]) == 2
+    assert "retrain: 4/4 trials done" in log, log[-4000:]
 
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_resumed_study_has_every_result_and_its_report(lifecycle):
+    s = lifecycle
+    out, log = s["out"], s["log4"]
+    assert s["rc4"] == 0, log[-4000:]
     # every (model, scenario, seed) ran and was tested under both scenarios
     results = pd.read_csv(out / "report" / "results.csv")
     runs = results.groupby(["model", "scenario", "seed"]).size()
@@ -83,6 +102,9 @@ def test_smoke_study_killed_and_resumed(tmp_path, ray_cluster):
     assert all(s.n_trials >= 2 for s in summaries)
 
 
+@pytest.mark.heavy
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "fsrf_sweep"))
 def test_every_other_study_smokes(tmp_path, ray_cluster, name):
     """Every shipped study's smoke mode runs end to end (fsrf_sweep's is above), on one scenario."""
@@ -96,16 +118,16 @@ def test_every_other_study_smokes(tmp_path, ray_cluster, name):
     assert set(summary["model"]) >= {"late_fusion"} and len(set(summary["model"])) >= 2
 
 
-def test_bad_study_flag_and_path_are_refused(tmp_path):
+def test_a_bad_study_name_is_refused_by_the_command():
+    """The command's exit code and message (refused --set values: test_faults.test_set_errors_name_the_flag)."""
     bad = subprocess.run([sys.executable, "-m", "raymsa.study", "no_such_study"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no_such_study: no such study file" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "raymsa.study", "fsrf_sweep", "--set", "search.trials=zero",
-                          "--storage", str(tmp_path)], capture_output=True, text=True)
-    assert bad.returncode == 2 and "search.trials" in bad.stderr
-    assert not any(Path(tmp_path).iterdir())  # nothing written for a refused study
 
 
+@pytest.mark.heavy
+@pytest.mark.ray
+@pytest.mark.slow
 def test_multi_worker_trials_run_under_ray_train(tmp_path, ray_cluster):
     """workers_per_trial > 1: each trial drives a 2-worker DDP TorchTrainer and relays its reports."""
     address = ray_cluster.get_runtime_context().gcs_address
@@ -126,6 +148,9 @@ def test_multi_worker_trials_run_under_ray_train(tmp_path, ray_cluster):
     assert set(results["model"]) == {"fsrf"} and set(results["seed"]) == {1111}
 
 
+@pytest.mark.heavy
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_parallel_search_is_reproducible(tmp_path, ray_cluster):
     """Two trials at a time: the same search run twice suggests the same configs (batched
     suggestions), stops them at the same epochs (halving against earlier batches only) and they reach

@@ -211,8 +211,7 @@ def ceiling_rows(gen: Generated, scenario, mask_seed: int, levels: Sequence | No
     is tested with: eval_missingness(valid, scenario, level, split_seed(mask_seed, 'test'))."""
     import torch
 
-    from raymsa.missing import eval_missingness
-    from raymsa.train.evaluate import level_key, split_seed
+    from raymsa.missing import eval_missingness, level_key, split_seed
 
     if scenario.kind == "noise":
         raise DataError(f"ceiling: scenario {scenario.label!r}: the noise kind adds noise to the marker "

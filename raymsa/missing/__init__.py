@@ -11,8 +11,8 @@ rng (counter-based random numbers). docs/missingness.md describes every scenario
 """
 
 from raymsa.missing.apply import apply_missingness, feature_std
-from raymsa.missing.masks import Missingness, eval_missingness, missing_stats, train_missingness
-from raymsa.missing.scenarios import INTER_MAX_RATE, KINDS, ScenarioConfig, default_levels
+from raymsa.missing.masks import Missingness, eval_missingness, missing_stats, split_seed, train_missingness
+from raymsa.missing.scenarios import INTER_MAX_RATE, KINDS, ScenarioConfig, default_levels, level_key
 
 __all__ = [
     "INTER_MAX_RATE",
@@ -23,6 +23,8 @@ __all__ = [
     "default_levels",
     "eval_missingness",
     "feature_std",
+    "level_key",
     "missing_stats",
+    "split_seed",
     "train_missingness",
 ]

@@ -9,6 +9,7 @@ and burst. Everything is tensor ops on the device of the `valid` masks.
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -148,6 +149,11 @@ def _imbalanced_missing(rate: float | Tensor, scale: dict[str, float], key: int,
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
+
+
+def split_seed(seed: int, split: str) -> int:
+    """Evaluation masks of the valid and test splits drawn from independent streams."""
+    return seed * 1000 + zlib.crc32(split.encode()) % 1000
 
 
 def eval_missingness(valid: dict[str, Tensor], scenario: ScenarioConfig, level, seed: int) -> Missingness:

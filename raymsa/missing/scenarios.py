@@ -28,6 +28,11 @@ def _grid(stop: int) -> list[float]:
     return [round(0.1 * i, 10) for i in range(stop + 1)]
 
 
+def level_key(level: float | str) -> str:
+    """A level as stored in results: '0.3', 'la'."""
+    return level if isinstance(level, str) else f"{float(level):g}"
+
+
 def default_levels(kind: str) -> list[float] | list[str]:
     """The evaluation grid used when a scenario gives no `levels`."""
     if kind == "subset":

@@ -30,10 +30,10 @@ EXIT_INTERRUPTED = 130
 
 
 def start_ray(address: str | None):
-    """The study's one ray.init (raymsa.study.cluster: a loopback-only local Ray, or the cluster at
+    """The study's one ray.init (raymsa.cluster: a loopback-only local Ray, or the cluster at
     `address`); returns its context."""
     from raymsa.search.tune import DRIVER_RESOURCE
-    from raymsa.study import cluster
+    from raymsa import cluster
 
     try:
         return cluster.start_ray(address, resources={DRIVER_RESOURCE: 1000})
@@ -123,8 +123,8 @@ def _main(args) -> int:
 def _run(args, study, spaces, path: Path, data, out: Path) -> int:
     import ray
 
+    from raymsa.cluster import ClusterError
     from raymsa.report.__main__ import main as report_main
-    from raymsa.study.cluster import ClusterError
     from raymsa.study.runner import StudyRunner
 
     shutil.copyfile(path, out / "study.yaml")

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[raymsa] TensorBoard: tensorboard --logdir {out.resolve()}", flush=True)
 
     if cfg.resources.workers > 1 or cfg.resources.use_gpu:
-        from raymsa.study.cluster import ClusterError, start_ray
+        from raymsa.cluster import ClusterError, start_ray
         from raymsa.train.distributed import fit_distributed
 
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -14,18 +13,8 @@ from torch import Tensor, nn
 from raymsa.metrics import METRIC_DIRECTION, mmsa_metrics
 from raymsa.batch import MODALITIES, Batch
 from raymsa.models.losses import mean_pairwise_cosine
-from raymsa.missing import Missingness, ScenarioConfig, apply_missingness, eval_missingness, feature_std
+from raymsa.missing import Missingness, ScenarioConfig, apply_missingness, eval_missingness, feature_std, level_key
 from raymsa.train.batches import SplitTensors
-
-
-def level_key(level: float | str) -> str:
-    """A level as stored in results: '0.3', 'la'."""
-    return level if isinstance(level, str) else f"{float(level):g}"
-
-
-def split_seed(seed: int, split: str) -> int:
-    """Evaluation masks of the valid and test splits drawn from independent streams."""
-    return seed * 1000 + zlib.crc32(split.encode()) % 1000
 
 
 def noise_scale(train: SplitTensors) -> dict:

@@ -30,11 +30,11 @@ from torch import nn
 
 from raymsa.data import MMSAData
 from raymsa.metrics import METRIC_DIRECTION, mmsa_metrics
-from raymsa.missing import ScenarioConfig, apply_missingness, train_missingness
+from raymsa.missing import ScenarioConfig, apply_missingness, level_key, split_seed, train_missingness
 from raymsa.models import DataSpec, MSAModel, build_model
 from raymsa.train.batches import SplitTensors, shard_indices
 from raymsa.train.config import TrainConfig
-from raymsa.train.evaluate import GridEvaluator, grid_mean, is_better, level_key, noise_scale, split_seed
+from raymsa.train.evaluate import GridEvaluator, grid_mean, is_better, noise_scale
 from raymsa.train.session import LocalSession, Session, scratch_dir
 
 REPORTED_METRICS = ("MAE", "Corr", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Non0_F1_score",
