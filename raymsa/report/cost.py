@@ -2,7 +2,7 @@
 
 timing.csv (raymsa.study.runner, TIMING_COLUMNS) holds per Tune run (phase `search__...`,
 `retrain`) each trial's seconds by part, the run's wall and slot-seconds (wall x concurrent trial
-slots), and the study's own steps (phase `study`: data, ray_start, ray_shutdown, report). A Tune
+slots), and the study's own steps (phase `study`: data, ray_start, ceiling, ray_shutdown, report). A Tune
 run's wall is shared out over its parts in proportion to their trial-seconds; what its slots spent
 outside any trial (scheduling, actor starts, slots idle while a batch finishes) is `other`.
 """
@@ -18,12 +18,12 @@ from raymsa.report.plots import _new
 from raymsa.report.render import Figure, Section, Table
 
 PARTS = {  # part in timing.csv -> what the report calls it, in the order of the table and the bars
-    "ray_start": "Ray start", "data": "data check", "trial_startup": "trial start-up",
+    "ray_start": "Ray start", "data": "data check", "ceiling": "Bayes ceiling", "trial_startup": "trial start-up",
     "train": "training steps", "valid": "validation", "final_eval": "final evaluation",
     "diagnostics": "diagnostics", "checkpoint": "checkpointing", "other": "scheduling, idle slots",
     "ray_shutdown": "Ray shutdown", "report": "report",
 }
-COLORS = ["#7f7f7f", "#bcbd22", "#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#c7c7c7",
+COLORS = ["#7f7f7f", "#bcbd22", "#dbdb8d", "#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#c7c7c7",
           "#17becf", "#e377c2"]
 
 

@@ -11,7 +11,7 @@ that finished and a failure never destroys finished results:
 Where the time goes: timing.csv (TIMING_COLUMNS), appended after each phase (a failed phase's
 finished trials too, a resumed study's phases after the earlier ones): per trial the loop's parts
 and its start-up (raymsa.search.tune.trial_timing), per phase its wall and slot-seconds (wall x
-concurrent trial slots), and the study's own steps (ray_start, data, report) from __main__.
+concurrent trial slots), and the study's own steps (ray_start, data, report from __main__; ceiling).
 """
 
 from __future__ import annotations
@@ -325,6 +325,7 @@ class StudyRunner:
                 mask_seed = s.train.eval_mask_seed if s.train.eval_mask_seed is not None else seed
                 rows += [{**r, "seed": seed} for r in ceiling_rows(gen, scenario, mask_seed)]
         write_rows(rows, path)
+        append_timing(self.out, [{"phase": "study", "trial": "", "part": "ceiling", "seconds": time.perf_counter() - t0}])
         self.log(f"[raymsa] ceiling: Bayes-optimal test metrics -> {path} ({time.perf_counter() - t0:.0f}s)")
 
     def run(self) -> None:
