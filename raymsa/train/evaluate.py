@@ -92,7 +92,8 @@ class GridEvaluator:
                 parts: dict[str, list[Tensor]] = {}
                 truth, labels = [], []
                 for batch in self.batches(miss, batch_size, device):
-                    d = model.diagnose(batch.model_input(self.scenario.knowledge))
+                    d = {k: v for k, v in model.diagnose(batch.model_input(self.scenario.knowledge)).items()
+                         if k != "pred"}
                     if not d:
                         return {}  # a model without diagnostics: no pass over the rest of the grid
                     for k, v in d.items():
@@ -143,16 +144,28 @@ class GridEvaluator:
                     masked.append(batch)
                 big = cat_batches(masked).to(device, non_blocking=True)  # (levels x b) rows, level-major
                 b = len(idx)
-                pred = predict_batch(model, big, knowledge, amp).cpu()  # (levels x b,)
-                for j, k in enumerate(keys):
-                    preds[k][idx] = pred[j * b:(j + 1) * b]
+                d: dict[str, Tensor] = {}
+                pred = None
                 if diagnose:
                     t0 = time.perf_counter()
-                    d = model.diagnose(big.model_input(knowledge))
+                    d = dict(model.diagnose(big.model_input(knowledge)))
+                    # a model's diagnose may hand back the forward's prediction for the same input
+                    # (fp32; under GPU autocast the prediction comes from the forward, as in predict)
+                    pred = d.pop("pred", None)
+                    if pred is not None and amp and device.type == "cuda":
+                        pred = None
+                    if pred is None:
+                        diag_s += time.perf_counter() - t0  # a pass of its own: all of it diagnostics
                     if not d:
                         diagnose = False  # a model without diagnostics: {}
                         parts = {}
-                        continue
+                if pred is None:
+                    pred = predict_batch(model, big, knowledge, amp)
+                pred = pred.float().cpu()  # (levels x b,)
+                for j, k in enumerate(keys):
+                    preds[k][idx] = pred[j * b:(j + 1) * b]
+                if d:
+                    t0 = time.perf_counter()
                     integ = big.integrity.cpu()  # the measurement may use the truth; the model did not
                     for j, k in enumerate(keys):
                         rows = slice(j * b, (j + 1) * b)
