@@ -9,10 +9,11 @@ objective, can be neither selected nor pruned on (ASHA), and do not count toward
 The model gets `batch.split(scenario.knowledge)`: its input, and in training the loss targets. At the end the selected model is
 evaluated on test, and on every scenario the caller asks for.
 
-Where the time goes: `timing` (returned in RunResult, reported each epoch as time/<part>_s so far)
-adds up the seconds of the loop's parts: train (the steps), valid, checkpoint (state saved and
-reported), final_eval (test and the caller's scenarios) and diagnostics (their share of it). What
-the loop does not time (data, model, optimiser set-up) the search layer counts as trial start-up.
+Where the time goes: `timing` (returned in RunResult, reported each epoch as time/<part>_s so far in
+this process; a resumed run counts from its restart) adds up the seconds of the loop's parts: train
+(the steps), valid, checkpoint (state saved and reported), final_eval (test and the caller's
+scenarios) and diagnostics (their share of it). What the loop does not time (data, model, optimiser
+set-up) the search layer counts as trial start-up.
 """
 
 from __future__ import annotations
