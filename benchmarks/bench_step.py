@@ -2,7 +2,12 @@
 size, on MOSI unaligned shapes at batch 64, with text features.
 
     python benchmarks/bench_step.py [--out bench.json] [--steps 10] [--warmup 3] [--threads 2]
-                                    [--text-encoder features|bert]
+                                    [--text-encoder features|bert] [--against COMMIT [--rounds 2]]
+
+--against: old and new side by side. This script of the older commit runs from a git worktree
+made here (this venv, PYTHONPATH = the worktree), alternating with this checkout's for --rounds
+rounds, each in its own process with the same arguments; printed per model: the median step of
+each side and new / old.
 
 Expected on a 2-core CPU: late_fusion ~0.1 s, fsrf and senti_ifusion under 0.5 s each (the goal is
 <= 1 s; LNLN's public code takes ~28 s for the same step). Every model sees the same batch: random
@@ -90,7 +95,11 @@ def main() -> None:
     ap.add_argument("--erase", type=float, default=0.3)
     ap.add_argument("--text-encoder", choices=["features", "bert"], default="features",
                     help="'bert': the in-code 2-layer BERT (hidden 128) over token ids instead of features")
+    ap.add_argument("--against", default=None, help="older commit to compare with (a git worktree)")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.against:
+        return compare(args)
 
     torch.set_num_threads(args.threads)
     spec = DataSpec(MOSI.dims, MOSI.seq_lens, text_ids=args.text_encoder == "bert")
@@ -118,6 +127,44 @@ def main() -> None:
                 "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine()}
         args.out.write_text(json.dumps({"config": meta, "models": rows}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+def compare(args) -> None:
+    import os
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="bench-step-"))
+    old_tree = work / "old-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(old_tree), args.against], cwd=root, check=True,
+                   capture_output=True)
+    same = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+            "--batch", str(args.batch), "--erase", str(args.erase), "--text-encoder", args.text_encoder]
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    try:
+        for r in range(args.rounds):
+            for side, tree in (("old", old_tree), ("new", root)):
+                f = work / f"{side}-{r}.json"
+                subprocess.run([sys.executable, str(tree / "benchmarks" / "bench_step.py"), "--out", str(f), *same],
+                               cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
+                               stdout=subprocess.DEVNULL)
+                runs[side].append(json.loads(f.read_text())["models"])
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=root, check=False)
+    print(f"training step, batch {args.batch}, MOSI unaligned shapes, {args.threads} threads; median of "
+          f"{args.steps} steps per run, median over {args.rounds} alternating runs per side; "
+          f"old = {args.against}, new = this checkout")
+    print(f"{'model':<15}{'old s':>9}{'new s':>9}{'new/old':>9}")
+    rows = {}
+    for name in runs["new"][0]:
+        old = statistics.median(r[name]["step_s"] for r in runs["old"] if name in r)
+        new = statistics.median(r[name]["step_s"] for r in runs["new"])
+        rows[name] = {"old_s": old, "new_s": new, "ratio": new / old}
+        print(f"{name:<15}{old:>9.3f}{new:>9.3f}{new / old:>9.2f}")
+    if args.out:
+        args.out.write_text(json.dumps({"against": args.against, "models": rows, "runs": runs}, indent=2) + "\n")
         print(f"wrote {args.out}")
 
 

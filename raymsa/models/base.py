@@ -95,7 +95,9 @@ class MSAModel(nn.Module):
     def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
         """Per-sample inner outputs for the diagnostics of raymsa.train.evaluate (eval mode, no
         targets): 'integrity' (B, 3) estimates, 'dominance' (B, 3) weights, 'part/<name>' (B, D)
-        representations whose collapse is measured. {} for a model with none of these."""
+        representations whose collapse is measured. {} for a model with none of these. It may also
+        return 'pred' (B,): the forward's prediction for the same input, which spares the evaluator a
+        second forward (GridEvaluator.run; tests/test_evaluate.py checks it equals the forward's)."""
         return {}
 
     @property

@@ -185,7 +185,7 @@ class FSRF(MSAModel):
 
     def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
         p = self.parts(inputs)
-        out = {"integrity": p["iota_hat"]}
+        out = {"pred": self.head(p["f"]), "integrity": p["iota_hat"]}
         if self.config.use_factorization:
             for m in MODALITIES:
                 out[f"part/homogeneous/{m}"] = p["hom"][m]

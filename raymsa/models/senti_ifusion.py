@@ -182,7 +182,7 @@ class SentiIFusion(MSAModel):
 
     def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
         p = self.parts(inputs)
-        out = {}
+        out = {"pred": p["pred"]}
         if self.config.use_integrity:
             out["integrity"] = p["iota"]
         if p["alpha"] is not None and self.config.use_adaptive_fusion:

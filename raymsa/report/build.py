@@ -16,6 +16,7 @@ from raymsa.report.ceiling import gap_frame, gap_tables, load_ceiling
 from raymsa.report.knowledge import knowledge_sections
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.compare import comparisons_frame, variance_sources
+from raymsa.report.cost import cost_section
 from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
 from raymsa.report.stats import Cube, robustness_frame, summarize
@@ -168,6 +169,7 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
     if not imp.blocks:
         imp.add("No importances were recorded.")
     secs.append(imp)
+    secs.extend(s for s in [cost_section(res, plots)] if s is not None)  # issue 20: timing.csv
 
     secs.append(Section("Files", [Bullets([
         "results.csv: every eval row (tidy, sorted)",

@@ -125,8 +125,9 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
     # one 'checkpoint created' INFO line per epoch per trial would drown the study's own lines
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    t0, timing = time.perf_counter(), {}
     try:
-        _train(config, spec, data, storage)
+        _train(config, spec, data, storage, timing)
     except Exception as e:
         from raymsa.faults import fatal_cause
 
@@ -136,9 +137,43 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
         # Tune retries every trial error up to max_failures times and has no way to mark one as
         # final: report it instead, and FatalStopper ends the whole run (run_search/run_jobs raise)
         tune.report({METRIC: math.nan, FATAL: cause})
+    finally:  # also for a trial the scheduler stopped: what it spent counts
+        _write_timing(Path(storage), time.perf_counter() - t0, timing)
 
 
-def _train(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
+TIMING_DIR = ".timing"  # under a Tune experiment's folder: one JSON per trial, {"wall": s, "parts": {part: s}}
+
+
+def _write_timing(experiment: Path, wall: float, parts: dict[str, float]) -> None:
+    try:
+        trial_id = tune.get_context().get_trial_id()
+        d = experiment / TIMING_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{trial_id}.tmp"
+        tmp.write_text(json.dumps({"wall": wall, "parts": parts}))
+        os.replace(tmp, d / f"{trial_id}.json")
+    except Exception:  # noqa: BLE001 - a cost record never fails a trial
+        pass
+
+
+def trial_timing(experiment: Path) -> list[dict[str, Any]]:
+    """Rows (trial, part, seconds) of a Tune experiment's trials: the loop's parts, and trial start-up =
+    the trial's wall minus them (actor reuse, imports, data mapping, model and optimiser set-up).
+    A trial that starts again (a retry) keeps its last record."""
+    rows = []
+    for f in sorted((experiment / TIMING_DIR).glob("*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        parts = {k: float(v) for k, v in rec.get("parts", {}).items()}
+        rows.append({"trial": f.stem, "part": "trial_startup", "seconds": max(0.0, rec["wall"] - sum(parts.values()))})
+        rows += [{"trial": f.stem, "part": k, "seconds": v} for k, v in parts.items()]
+    return rows
+
+
+def _train(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str,
+           timing: dict[str, float] | None = None) -> None:
     from raymsa.missing import ScenarioConfig
     from raymsa.train.config import parse_train_config
     from raymsa.train.loop import FinalEval, run
@@ -151,7 +186,7 @@ def _train(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
         fe = FinalEval([ScenarioConfig.model_validate(s) for s in job.final_eval["scenarios"]],
                        Path(job.final_eval["out_csv"]), dict(job.final_eval["meta"]))
     if cfg.resources.workers == 1:
-        run(cfg, data.get(), _TrialSession(), final_eval=fe, verbose=spec.verbose)
+        run(cfg, data.get(), _TrialSession(), final_eval=fe, verbose=spec.verbose, timing=timing)
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -96,7 +96,9 @@ def _main(args) -> int:
     try:
         check_free_space(out, "study")
         # converting the data (once per file) is also its check: nothing is created for a bad file
+        t_data = time.perf_counter()
         data = StudyRunner.check_data(study, StudyRunner.arrays_root_for(out))
+        data_s = time.perf_counter() - t_data
     except (ConfigError, DataError, FatalStudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,17 +117,20 @@ def _main(args) -> int:
             print(f"error: {out} already holds results of this study; pass --resume to continue it, "
                   f"or --storage DIR for a fresh one (nothing was deleted)", file=sys.stderr)
             return 2
-        return _run(args, study, spaces, path, data, out)
+        return _run(args, study, spaces, path, data, out, data_s)
     finally:
         lock.release()
 
 
-def _run(args, study, spaces, path: Path, data, out: Path) -> int:
+def _run(args, study, spaces, path: Path, data, out: Path, data_s: float = 0.0) -> int:
     import ray
 
     from raymsa.cluster import ClusterError
     from raymsa.report.__main__ import main as report_main
-    from raymsa.study.runner import StudyRunner
+    from raymsa.study.runner import StudyRunner, append_timing
+
+    def timed(part: str, seconds: float) -> None:  # the study's own steps in timing.csv (phase 'study')
+        append_timing(out, [{"phase": "study", "trial": "", "part": part, "seconds": seconds}])
 
     shutil.copyfile(path, out / "study.yaml")
     quiet_third_party()
@@ -136,7 +141,10 @@ def _run(args, study, spaces, path: Path, data, out: Path) -> int:
               f"storage on both sides; otherwise run the study on the head (docs/cluster.md)", file=sys.stderr)
     failed: BaseException | None = None
     try:
+        timed("data", data_s)
+        t_ray = time.perf_counter()
         ctx = start_ray(args.address)
+        timed("ray_start", time.perf_counter() - t_ray)
         dashboard = getattr(ctx, "dashboard_url", None)
         print(f"[raymsa] study {study.name} ({path})")
         print(f"[raymsa] results:     {out}")
@@ -154,13 +162,18 @@ def _run(args, study, spaces, path: Path, data, out: Path) -> int:
         return 2
     except BaseException as e:  # noqa: BLE001 - report what finished, then fail loudly
         failed = e
+    t_down = time.perf_counter()
     _shutdown(ray)
+    timed("ray_shutdown", time.perf_counter() - t_down)
     if was_interrupted(failed):
         # an interrupt is never a result: no report from a half-done phase, exit 130
         raise KeyboardInterrupt from failed
 
     # the report is rebuilt from stored files alone, also after a failure (what finished shows)
+    t_report = time.perf_counter()
     report_rc = report_main([str(out)])
+    # after the build: this report's own cost shows in the next one (python -m raymsa.report DIR)
+    timed("report", time.perf_counter() - t_report)
     minutes = (time.perf_counter() - t0) / 60
     if failed is not None:
         print(f"[raymsa] finished phases are kept; rerun with --resume to continue once the cause is fixed\n"

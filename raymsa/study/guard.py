@@ -22,7 +22,7 @@ FatalStudyError = FatalError
 LOCK_NAME = ".driver.lock"
 # what a study folder holds before any phase has produced something: such a folder counts as
 # empty (a study refused or failed before its first phase can be rerun without --resume)
-MANIFEST = {"study.yaml", "study.json", LOCK_NAME}
+MANIFEST = {"study.yaml", "study.json", "timing.csv", LOCK_NAME}  # timing.csv: set-up costs only, no result
 
 
 class Interrupted(KeyboardInterrupt):

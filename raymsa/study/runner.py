@@ -10,14 +10,21 @@ that finished and a failure never destroys finished results:
         (raymsa.report.verdicts.headline_decisions), `step` more seeds for its two runs' (model,
         scenario); each round is written to study.json before it starts, so --resume continues it
     3. report   -> report/                                            (raymsa.report, from stored files alone)
+
+Where the time goes: timing.csv (TIMING_COLUMNS), appended after each phase (a failed phase's
+finished trials too, a resumed study's phases after the earlier ones): per trial the loop's parts
+and its start-up (raymsa.search.tune.trial_timing), per phase its wall and slot-seconds (wall x
+concurrent trial slots), and the study's own steps (ray_start, data, report from __main__; ceiling).
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,8 @@ from raymsa.faults import check_free_space
 from raymsa.metrics import METRIC_DIRECTION
 from raymsa.search.space import SearchSpace
 from raymsa.search.space import apply_params
-from raymsa.search.tune import (DataHandle, Job, TrialResources, TuneRun, run_jobs, run_search, write_csv_atomic,
-                                write_json_atomic)
+from raymsa.search.tune import (DataHandle, Job, TrialResources, TuneRun, run_jobs, run_search, trial_timing,
+                                write_csv_atomic, write_json_atomic)
 from raymsa.study.config import StudyConfig
 
 
@@ -42,6 +49,35 @@ def config_id(params: dict[str, Any], knowledge: str = "unknown") -> str:
     base = "default" if not params else hashlib.sha1(
         json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return base if knowledge == "unknown" else f"{base}+{knowledge}"
+
+
+TIMING_COLUMNS = ("phase", "trial", "part", "seconds")
+
+
+def append_timing(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Add rows to <out>/timing.csv without a moment where the finished rows are not on disk
+    (copy + rename, not an in-place append a kill could cut short)."""
+    if not rows:
+        return
+    path = Path(out) / "timing.csv"
+    old = path.read_text() if path.exists() else ""
+    tmp = path.with_name(f".timing.csv.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        if old:
+            f.write(old if old.endswith("\n") else old + "\n")
+        w = csv.DictWriter(f, fieldnames=TIMING_COLUMNS, extrasaction="ignore")
+        if not old:
+            w.writeheader()
+        for r in rows:
+            w.writerow({**r, "seconds": round(float(r["seconds"]), 3)})
+    os.replace(tmp, path)
+
+
+def phase_timing(phase: str, tr: TuneRun, wall: float) -> list[dict[str, Any]]:
+    """A Tune run's rows for timing.csv: each trial's parts, the phase's wall and slot-seconds."""
+    rows = [{"phase": phase, **r} for r in trial_timing(tr.path)]
+    return rows + [{"phase": phase, "trial": "", "part": "wall", "seconds": wall},
+                   {"phase": phase, "trial": "", "part": "slot_seconds", "seconds": wall * tr.max_concurrent}]
 
 
 class StudyRunner:
@@ -190,14 +226,17 @@ class StudyRunner:
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
         slots = min(self.max_concurrent(), s.search.max_concurrent or math.inf)
         seed = s.search.sampler_seed(model, scenario.label, repeat)
-        found = run_search(
-            self.spaces[model], s.base_train_config(model, scenario), self.data,
-            TuneRun(self.tune_dir, name, self.trial_resources, slots),
-            trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
-            grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
-            seed=seed, mode=mode, optuna_storage=optuna_url,
-            study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
-            sampler=s.search.sampler, pruning=s.search.pruning)
+        tr = TuneRun(self.tune_dir, name, self.trial_resources, slots)
+        try:
+            found = run_search(
+                self.spaces[model], s.base_train_config(model, scenario), self.data, tr,
+                trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
+                grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
+                seed=seed, mode=mode, optuna_storage=optuna_url,
+                study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
+                sampler=s.search.sampler, pruning=s.search.pruning)
+        finally:
+            append_timing(self.out, phase_timing(name, tr, time.perf_counter() - t0))
         diverged = self.flag_diverged(found["trials"])
         best = {"model": model, "scenario": scenario.label, "config_id": config_id(found["params"], scenario.knowledge),
                 "repeat": repeat, "search_seed": seed,
@@ -288,8 +327,11 @@ class StudyRunner:
         check_free_space(self.out, "retrain")
         t0 = time.perf_counter()
         name = "retrain" if k == 0 else f"retrain__round{k}"
-        run_jobs(jobs, self.data, TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent()),
-                 resume=self.resume)
+        tr = TuneRun(self.tune_dir, name, self.trial_resources, self.max_concurrent())
+        try:
+            run_jobs(jobs, self.data, tr, resume=self.resume)
+        finally:
+            append_timing(self.out, phase_timing(name, tr, time.perf_counter() - t0))
         missing = [name for name in jobs if not Path(jobs[name].final_eval["out_csv"]).exists()]
         if missing:
             raise RuntimeError(f"retrain: no results for {missing}")
@@ -385,6 +427,7 @@ class StudyRunner:
                 mask_seed = s.train.eval_mask_seed if s.train.eval_mask_seed is not None else seed
                 rows += [{**r, "seed": seed} for r in ceiling_rows(gen, scenario, mask_seed)]
         write_rows(old + rows, path)
+        append_timing(self.out, [{"phase": "study", "trial": "", "part": "ceiling", "seconds": time.perf_counter() - t0}])
         self.log(f"[raymsa] ceiling: Bayes-optimal test metrics for seeds {todo} -> {path} "
                  f"({time.perf_counter() - t0:.0f}s)")
 

@@ -8,6 +8,12 @@ stage are judged: an earlier stage's forward is not the model's, so its epochs r
 objective, can be neither selected nor pruned on (ASHA), and do not count towards patience.
 The model gets `batch.split(scenario.knowledge)`: its input, and in training the loss targets. At the end the selected model is
 evaluated on test, and on every scenario the caller asks for.
+
+Where the time goes: `timing` (returned in RunResult, reported each epoch as time/<part>_s so far in
+this process; a resumed run counts from its restart) adds up the seconds of the loop's parts: train
+(the steps), valid, checkpoint (state saved and reported), final_eval (test and the caller's
+scenarios) and diagnostics (their share of it). What the loop does not time (data, model, optimiser
+set-up) the search layer counts as trial start-up.
 """
 
 from __future__ import annotations
@@ -34,13 +40,16 @@ from raymsa.missing import ScenarioConfig, apply_missingness, level_key, split_s
 from raymsa.models import DataSpec, MSAModel, build_model
 from raymsa.train.batches import SplitTensors, shard_indices
 from raymsa.train.config import TrainConfig
-from raymsa.train.evaluate import GridEvaluator, grid_mean, is_better, noise_scale
+from raymsa.train.evaluate import GridEvaluator, GridOutputs, grid_mean, is_better, noise_scale
 from raymsa.train.session import LocalSession, Session, scratch_dir
 
 REPORTED_METRICS = ("MAE", "Corr", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Non0_F1_score",
                     "Has0_acc_2", "Has0_F1_score", "Mult_acc_2", "Mult_acc_3", "F1_score")
 EVAL_COLUMNS = ("model", "scenario", "eval_scenario", "level", "seed", "split", "metric", "value", "config_id",
                 "knowledge")
+
+
+TIMED_PARTS = ("train", "valid", "checkpoint", "final_eval", "diagnostics")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,6 +76,7 @@ class RunResult:
     epochs_run: int = 0
     diagnostics: dict[str, dict[str, float]] | None = None  # level -> diag/ metrics of the selected model on test
     stop_reason: str = "cap"  # 'plateau' (patience ran out) or 'cap' (train.epochs reached)
+    timing: dict[str, float] = field(default_factory=dict)  # part -> seconds (TIMED_PARTS)
 
 
 STOP_PLATEAU, STOP_CAP = "plateau", "cap"
@@ -163,7 +173,12 @@ def dataset_name(cfg: TrainConfig, data: MMSAData) -> str:
 
 
 def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
-        final_eval: FinalEval | None = None, verbose: bool = True) -> RunResult:
+        final_eval: FinalEval | None = None, verbose: bool = True, timing: dict[str, float] | None = None) -> RunResult:
+    """`timing`: the caller's dict to add the parts' seconds to (it then holds them also when the run
+    is stopped or fails midway); a new one otherwise."""
+    timing = timing if timing is not None else {}
+    for part in TIMED_PARTS:
+        timing.setdefault(part, 0.0)
     session = session or LocalSession("results/train", resume=False)
     device = _device(cfg, session)
     torch.set_num_threads(cfg.train.threads or max(1, int(cfg.resources.cpus_per_worker)))
@@ -275,6 +290,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             for name, value in out["losses"].items():
                 sums[name] = sums.get(name, 0.0) + value.item() * b
         train_time = time.perf_counter() - t0
+        timing["train"] += train_time
         losses = {k: v / max(1, n_seen) for k, v in sums.items()}
 
         # ---- validation (rank 0), decision shared with every rank ---------------------------
@@ -282,7 +298,9 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         judged = stage == stages[-1].name  # an earlier stage is never selected nor pruned on
         valid: dict[str, dict[str, float]] = {}
         if main:
+            t_valid = time.perf_counter()
             valid = validator.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
+            timing["valid"] += time.perf_counter() - t_valid
             if judged:
                 obj = grid_mean(valid, select)
         if distributed:
@@ -312,6 +330,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             "train_samples_per_s": n_seen * session.world_size / max(train_time, 1e-9),
         }
         metrics.update({f"loss/{k}": v for k, v in losses.items()})
+        metrics.update({f"time/{k}_s": v for k, v in timing.items()})  # so far (this epoch's checkpoint not yet)
         if main:
             for m in REPORTED_METRICS:
                 if valid and m in next(iter(valid.values())):
@@ -332,6 +351,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                   f"valid {select} {obj:.4f}{' *' if improved else '  '} | best ep {best_epoch + 1} | "
                   f"{train_time:.1f}s", flush=True)
 
+        t_ckpt = time.perf_counter()
         with scratch_dir() as d:
             ckpt = None
             if main:
@@ -346,6 +366,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 }, d / "state.pt")
                 ckpt = d
             session.report(metrics, ckpt)
+        timing["checkpoint"] += time.perf_counter() - t_ckpt
         if stop:
             if verbose and main:
                 print(f"[raymsa] early stop: valid {select} has not improved by more than {tc.min_delta:g} "
@@ -359,31 +380,46 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
     # ---- the selected model on test (rank 0) ----------------------------------------------
     test = diagnostics = None
     if main and best_state is not None:
+        t_final = time.perf_counter()
+        diag_s = 0.0
         core.load_state_dict(best_state)
         core.set_stage(best_stage)
+        reuse: dict[str, GridOutputs] = {}
         if tc.eval_test:
             test_t = SplitTensors.from_split(data["test"], cfg.data.max_eval)
             tester = GridEvaluator(test_t, sc, split_seed(mask_seed, "test"), scale=scale)
-            test = tester.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
+            # one pass: predictions and diagnostics, which the final evaluation reuses for this scenario
+            outputs = tester.run(core, tc.eval_batch_size, device, amp, diagnose=True)
+            diag_s += outputs.diagnose_s
+            labels = test_t.labels.numpy()
+            test = {lv: mmsa_metrics(pred, labels, ds_name) for lv, pred in outputs.preds.items()}
+            reuse[sc.label] = outputs
             if verbose:
                 print(f"[raymsa] test ({sc.label}, selected epoch {best_epoch + 1}): "
                       + " ".join(f"{m} {grid_mean(test, m):.4f}" for m in ("MAE", "Corr", "Mult_acc_7")
                                  if m in next(iter(test.values()))), flush=True)
-            diagnostics = tester.diagnose(core, tc.eval_batch_size, device)
+            diagnostics = outputs.diagnostics
         if final_eval is not None:
-            write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t, record={
+            # the test pass above is this scenario's final evaluation when it asks for the same one
+            same = final_eval.split == "test" and any(s_ == sc for s_ in final_eval.scenarios)
+            diag_s += write_final_eval(core, data, cfg, final_eval, device, amp, mask_seed, train_t,
+                                       reuse=reuse if same else None, record={
                 "epochs_run": len(history), "cap": tc.epochs, "best_epoch": best_epoch + 1,
                 "stop_reason": stop_reason, "patience": tc.patience, "min_delta": tc.min_delta,
                 "schedule": tc.schedule,
                 "history": [{k: h[k] for k in ("epoch", "stage", "lr", "objective") if k in h} for h in history]})
+        timing["diagnostics"] += diag_s
+        timing["final_eval"] += time.perf_counter() - t_final - diag_s
 
     return RunResult(best_epoch=best_epoch + 1, best_objective=best_obj if best_obj is not None else math.nan,
                      valid=best_valid, test=test, history=history, epochs_run=len(history),
-                     diagnostics=diagnostics if test is not None else None, stop_reason=stop_reason)
+                     diagnostics=diagnostics if test is not None else None, stop_reason=stop_reason,
+                     timing=dict(timing))
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
-                     amp: bool, mask_seed: int, train_t: SplitTensors, record: dict[str, Any] | None = None) -> None:
+                     amp: bool, mask_seed: int, train_t: SplitTensors,
+                     reuse: dict[str, GridOutputs] | None = None, record: dict[str, Any] | None = None) -> float:
     """The selected model under every requested scenario: preds.npz, then eval.csv, both atomic.
 
     The predictions are made once per (eval scenario, level); from them come the tidy metric rows
@@ -393,22 +429,28 @@ def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: Fina
     is written first: eval.csv marks a finished run for --resume, so a run with eval.csv has both.
     Each level also gets the model's diagnostic rows (metric names under 'diag/': integrity-estimation
     error and bias per modality, dominant-modality shares, collapse cosines; GridEvaluator.diagnose).
-    `knowledge` is the arm of the eval scenario. `record` (how training went: epochs run, the cap, the
-    selected epoch, why it stopped) goes to run.json, also before eval.csv."""
+    `knowledge` is the arm of the eval scenario. `reuse`: outputs of a pass already made on this split
+    with the same masks, by scenario label (the run's own test pass). `record` (how training went:
+    epochs run, the cap, the selected epoch, why it stopped) goes to run.json, also before eval.csv.
+    Returns the seconds spent on diagnostics."""
     tensors = SplitTensors.from_split(data[fe.split], cfg.data.max_eval)
     labels = tensors.labels.numpy()
     dataset = dataset_name(cfg, data)
     bs = cfg.train.eval_batch_size
     rows, names, levels, preds = [], [], [], []
+    diag_s = 0.0
     was_training = model.training
     model.eval()
     try:
         for scenario in fe.scenarios:
-            scale = noise_scale(train_t) if scenario.kind == "noise" else None
-            grid = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
-            diags = grid.diagnose(model, bs, device)
-            for level, miss in grid.masks.items():
-                pred = grid.predict(model, miss, bs, device, amp)  # (N,)
+            outputs = (reuse or {}).get(scenario.label)
+            if outputs is None:
+                scale = noise_scale(train_t) if scenario.kind == "noise" else None
+                grid = GridEvaluator(tensors, scenario, split_seed(mask_seed, fe.split), scale=scale)
+                outputs = grid.run(model, bs, device, amp, diagnose=True)
+                diag_s += outputs.diagnose_s
+            diags = outputs.diagnostics
+            for level, pred in outputs.preds.items():  # pred (N,)
                 names.append(scenario.label)
                 levels.append(level)
                 preds.append(pred)
@@ -436,3 +478,4 @@ def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: Fina
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, fe.out_csv)
+    return diag_s
