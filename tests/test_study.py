@@ -61,7 +61,7 @@ def test_smoke_study_killed_and_resumed(tmp_path, ray_cluster):
     # every (model, scenario, seed) ran and was tested under both scenarios
     results = pd.read_csv(out / "report" / "results.csv")
     runs = results.groupby(["model", "scenario", "seed"]).size()
-    assert len(runs) == 2 * 2 * 1
+    assert len(runs) == 3 * 2 * 1  # fsrf, its default arm fsrf_default, late_fusion
     assert set(results["eval_scenario"]) == {"intra", "subset"}
     assert set(results.loc[results.eval_scenario == "subset", "level"]) == {"l", "a", "v", "la", "lv", "av", "lav"}
     html = (out / "report" / "report.html").read_text()
