@@ -11,8 +11,9 @@ trial; Ray's overhead would be most of the wall time and 5 searches x 10 repetit
 15 minutes this benchmark is allowed on the shared machine. What is compared are the study's own
 choices, through the same Optuna objects the study hands to OptunaSearch: TPESampler(multivariate,
 group, constant_liar, n_startup_trials = a quarter of the trials), enqueue_trial for the warm start
-(what OptunaSearch's points_to_evaluate does), and Optuna's SuccessiveHalvingPruner with its
-min_resource counted in judged epochs. Trials are asked in batches of --batch, as the study's
+(what OptunaSearch's points_to_evaluate does). Halving is Optuna's SuccessiveHalvingPruner, not the
+study's BatchedHalving: the same rungs (grace * rf^k judged epochs) and cutoff (top 1/rf at a rung),
+but compared with every trial that reached the rung before, not only earlier batches. Trials are asked in batches of --batch, as the study's
 ConcurrencyLimiter(batch=True) does (the constant liar sees the running batch siblings).
 
 The model: a tiny late-fusion regressor on the embedded synthetic MOSI-like data (features
