@@ -80,7 +80,14 @@ def test_the_resumed_study_has_every_result_and_its_report(lifecycle):
     # every (model, scenario, seed) ran and was tested under both scenarios
     results = pd.read_csv(out / "report" / "results.csv")
     runs = results.groupby(["model", "scenario", "seed"]).size()
-    assert len(runs) == 2 * 2 * 1
+    assert len(runs) == 3 * 2 * 1  # fsrf, its default arm fsrf_default, late_fusion
+    manifest = json.loads((out / "study.json").read_text())
+    assert manifest["default_arms"] == {"fsrf": "fsrf_default"} and manifest["model_of"]["fsrf_default"] == "fsrf"
+    # warm start: subset's search ran intra's best config first and marks that trial
+    intra_best = json.loads(best.read_text())["params"]
+    warm = pd.read_csv(out / "search" / "fsrf__subset" / "trials.csv").fillna({"warm_start": ""})
+    first = warm[warm["warm_start"] == "intra"]
+    assert len(first) == 1 and all(first.iloc[0][f"config/{k}"] == v for k, v in intra_best.items())
     assert set(results["eval_scenario"]) == {"intra", "subset"}
     assert set(results.loc[results.eval_scenario == "subset", "level"]) == {"l", "a", "v", "la", "lv", "av", "lav"}
     html = (out / "report" / "report.html").read_text()

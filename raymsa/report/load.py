@@ -148,6 +148,13 @@ class Study:
 
     def seed_max(self) -> int:
         return int(self.seed_plan.get("max", len(self.seeds)))
+    # label -> registered model (a study's labels may be variants of one model); older files: identity
+    model_of: dict[str, str] = field(default_factory=dict)
+    # tuned label -> its default arm's label (search.default_arm); older files: none
+    default_arms: dict[str, str] = field(default_factory=dict)
+
+    def registry_name(self, label: str) -> str:
+        return self.model_of.get(label, label)
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -180,6 +187,10 @@ class BestConfig:
     importances: dict[str, float]
     n_trials: int | None
     source: Path
+    # fANOVA importances summed per search-space group (loss, regularisation); older files: none
+    group_importances: dict[str, float] = field(default_factory=dict)
+    # the scenarios whose best configs this search started from (search.warm_start); older files: none
+    warm_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -307,6 +318,8 @@ def read_study_json(path: Path) -> Study:
         search_repeats=_repeats(d, path),
         rounds=_rounds(d, path),
         seed_plan=_seed_plan(d, path, seeds),
+        model_of=_model_of(d, path, models, ref),
+        default_arms=_default_arms(d, path, models),
     )
 
 
@@ -333,6 +346,28 @@ def _seed_plan(d: dict, path: Path, seeds: list[int]) -> dict[str, Any]:
         return {"initial": list(seeds), "max": len(seeds), "step": 0, "looks": [len(seeds)]}
     if not isinstance(raw, dict) or not isinstance(raw.get("max"), int) or not isinstance(raw.get("looks"), list):
         raise ReportError(f"{path}: key 'seed_plan': expected {{initial, max, step, looks}}, got {raw!r}")
+    return dict(raw)
+
+
+def _model_of(d: dict, path: Path, models: list[str], ref: str | None) -> dict[str, str]:
+    raw = d.get("model_of")
+    labels = models + ([ref] if ref and ref not in models else [])
+    if raw is None:
+        return {m: m for m in labels}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ReportError(f"{path}: key 'model_of': expected an object of label -> model name, got {raw!r}")
+    return {m: raw.get(m, m) for m in labels}
+
+
+def _default_arms(d: dict, path: Path, models: list[str]) -> dict[str, str]:
+    raw = d.get("default_arms")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ReportError(f"{path}: key 'default_arms': expected an object of label -> label, got {raw!r}")
+    unknown = sorted({x for kv in raw.items() for x in kv} - set(models))
+    if unknown:
+        raise ReportError(f"{path}: key 'default_arms': {unknown} not among 'models'")
     return dict(raw)
 
 
@@ -372,7 +407,19 @@ def read_best_json(path: Path) -> BestConfig:
         importances={k: float(v) for k, v in imps.items()},
         n_trials=n_trials,
         source=path,
+        group_importances=_number_map(d, "group_importances", path),
+        warm_from=tuple(str(w.get("from", "")) for w in (d.get("warm_start") or []) if isinstance(w, dict)),
     )
+
+
+def _number_map(d: dict, key: str, path: Path) -> dict[str, float]:
+    raw = d.get(key) or {}
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: key '{key}': expected an object, got {raw!r}")
+    for k, v in raw.items():
+        if _as_number(v) is None or isinstance(v, str):
+            raise ReportError(f"{path}: key '{key}.{k}': expected a number, got {v!r}")
+    return {k: float(v) for k, v in raw.items()}
 
 
 # ---------------------------------------------------------------------------------------------

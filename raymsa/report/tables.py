@@ -222,17 +222,24 @@ def best_config_tables(res: StudyResults) -> list[Table]:
             continue
         keys = sorted({k for b in bests for k in b.params})
         rows = []
+        # search.warm_start: which scenarios' best configs a search ran first (marked in trials.csv too)
+        warm = any(b.warm_from for b in bests)
         for b in bests:
             obj = f"{fmt_value(b.objective_value, b.objective_metric or 'MAE')}"
             rows.append([b.scenario, b.config_id, obj, "" if b.n_trials is None else str(b.n_trials),
+                         *([", ".join(b.warm_from)] if warm else []),
                          *[_param_value(b.params[k]) if k in b.params else "" for k in keys]])
         ob = bests[0]
         objective = f"{ob.objective_metric} ({ob.objective_mode})".strip()
         summary = res.study.objective.get("summary", "")
+        note = f"Objective: {summary}." if summary else ""
+        if warm:
+            note += (" Warm start from: the scenarios whose best configs the search ran first (column "
+                     "`warm_start` of trials.csv marks those trials).")
         out.append(Table(
             title=f"{m}: best configuration per scenario",
-            columns=["Scenario", "Config", f"Objective {objective}", "Trials", *keys], rows=rows,
-            note=f"Objective: {summary}." if summary else ""))
+            columns=["Scenario", "Config", f"Objective {objective}", "Trials", *(["Warm start from"] if warm else []),
+                     *keys], rows=rows, note=note.strip()))
     return out
 
 
@@ -247,6 +254,11 @@ def importance_tables(res: StudyResults) -> list[Table]:
         keys = sorted({k for b in bests for k in b.importances},
                       key=lambda k: -max(b.importances.get(k, 0.0) for b in bests))
         rows = [[k, *[f"{b.importances[k]:.3f}" if k in b.importances else "" for b in bests]] for k in keys]
+        # which search-space group matters (loss vs regularisation): the importances summed per group
+        groups = sorted({g for b in bests for g in b.group_importances})
+        if len(groups) > 1:
+            rows = [[f"group: {g}", *[f"{b.group_importances[g]:.3f}" if g in b.group_importances else ""
+                                      for b in bests]] for g in groups] + rows
         out.append(Table(title=f"{m}: Optuna parameter importances", columns=["Parameter", *[b.scenario for b in bests]],
                          rows=rows))
     return out

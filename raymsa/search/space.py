@@ -5,8 +5,10 @@
       model.tau_distill: {dist: uniform, low: 1.0, high: 8.0}
       model.use_align: {dist: choice, values: [true, false]}
       train.lr: {dist: loguniform, low: 3.0e-4, high: 3.0e-3}
+      model.dropout: {dist: uniform, low: 0.0, high: 0.4, group: regularisation}
 
-Every key is a dotted path into the training config (model.*, train.*, scenario.*); a space is
+Each parameter belongs to a group (default `loss`); a study searches the groups of its
+`search.groups` and leaves the rest at the config's values. Every key is a dotted path into the training config (model.*, train.*, scenario.*); a space is
 checked against the config it will be applied to before any Ray work starts: an unknown key, an
 empty range, an unknown distribution, or a value the config would refuse is an error that names
 the file and the key.
@@ -32,6 +34,8 @@ class Param(StrictModel):
     high: float | None = None
     step: float | None = Field(None, gt=0)
     values: list[Any] | None = None
+    group: str = Field("loss", min_length=1, description=(
+        "the parameter's group: a study searches only the groups in its search.groups (default [loss])"))
 
     @model_validator(mode="after")
     def _check(self) -> Param:
@@ -89,6 +93,22 @@ class SearchSpace(StrictModel):
             if key.split(".")[0] not in ("model", "train", "scenario"):
                 raise ValueError(f"{key}: keys start with model., train. or scenario.")
         return self
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """parameter -> its group."""
+        return {k: p.group for k, p in self.params.items()}
+
+    def select(self, groups: list[str]) -> SearchSpace:
+        """The space restricted to the parameters of `groups` (the others keep the config's values)."""
+        kept = {k: p for k, p in self.params.items() if p.group in groups}
+        if not kept:
+            have = sorted({p.group for p in self.params.values()})
+            raise ConfigError(f"{self.source}: no parameter in the groups {list(groups)} the study searches "
+                              f"(this space has {have}); set search.groups accordingly")
+        out = SearchSpace(description=self.description, params=kept)
+        out._source = self._source
+        return out
 
     def optuna_space(self) -> dict[str, optuna.distributions.BaseDistribution]:
         return {k: p.optuna() for k, p in self.params.items()}
@@ -150,3 +170,12 @@ def param_importances(space: SearchSpace, trials: list[tuple[dict[str, Any], flo
     except (RuntimeError, ValueError):
         return {}
     return {k: float(v) for k, v in imp.items()}
+
+
+def group_importances(space: SearchSpace, importances: dict[str, float]) -> dict[str, float]:
+    """fANOVA importances summed per parameter group (they sum to 1 over the searched parameters)."""
+    out: dict[str, float] = {}
+    for k, v in importances.items():
+        g = space.params[k].group if k in space.params else "?"
+        out[g] = out.get(g, 0.0) + float(v)
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from raymsa.search.space import SearchSpace, apply_params, param_importances
+from raymsa.search.space import SearchSpace, apply_params, group_importances, param_importances
 from raymsa.train.session import TuneSession
 
 # Trials with several Train workers hold this custom resource, not a CPU, for their driver:
@@ -332,14 +332,19 @@ class TuneRun:
 def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
                startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
                mode: str, optuna_storage: str | None = None, study_name: str | None = None,
-               resume: bool = False, sampler: str = "tpe", pruning: bool = True) -> dict[str, Any]:
+               resume: bool = False, sampler: str = "tpe", pruning: bool = True, multivariate: bool = True,
+               constant_liar: bool = True, warm_start: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Optuna (TPE, or random) inside Tune with successive halving on epochs. Returns the best trial
     and every trial.
 
     Reproducible at any concurrency: the sampler suggests `tr.max_concurrent` trials at a time, the
     next batch only once the whole batch has finished (ConcurrencyLimiter(batch=True)), so each
     suggestion rests on the same finished trials whatever the timing; and BatchedHalving compares a
-    trial at a rung only with trials of earlier batches (raymsa/search/halving.py)."""
+    trial at a rung only with trials of earlier batches (raymsa/search/halving.py).
+
+    warm_start: [{"from": label, "params": {...}}, ...], configs Optuna runs first (OptunaSearch's
+    points_to_evaluate, i.e. Optuna's enqueue_trial); their trials are marked in the rows
+    (`warm_start` = the label they came from) and TPE models them like any finished trial."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -351,14 +356,27 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         storage = optuna.storages.RDBStorage(optuna_storage)
     if sampler == "tpe":
         # TPE's default of 10 random start-up trials would make a small search purely random
-        ot_sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+        import warnings
+
+        with warnings.catch_warnings():
+            # multivariate, group and constant_liar are marked experimental by Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # multivariate/group: a joint model of the parameters (Falkner et al. 2018) learns from few
+            # trials what independent 1-d models cannot; constant_liar: a trial suggested while its
+            # batch siblings run treats them as bad results, so one batch does not repeat one point
+            # (deterministic under batching: the siblings running are always the same ones)
+            ot_sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=startup_trials, multivariate=multivariate, group=multivariate,
+                constant_liar=constant_liar)
     elif sampler == "random":
         ot_sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         raise ValueError(f"sampler must be 'tpe' or 'random', got {sampler!r}")
+    warm = [{k: w["params"][k] for k in space.params} for w in warm_start
+            if all(k in w["params"] for k in space.params)]
     searcher = ConcurrencyLimiter(OptunaSearch(
         space=space.optuna_space(), metric=METRIC, mode=mode, sampler=ot_sampler,
-        storage=storage, study_name=study_name,
+        storage=storage, study_name=study_name, points_to_evaluate=warm or None,
     ), max_concurrent=tr.max_concurrent, batch=True)
     scheduler = None
     if pruning:
@@ -387,8 +405,10 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
             status = "DONE"
         else:
             status = "INCOMPLETE"
+        came_from = next((w["from"] for w in warm_start
+                          if all(w["params"].get(k) == params[k] for k in space.params)), "")
         rows.append({"trial": _creation_index(r.path), "trial_id": trial_id, "status": status,
-                     "objective": value, "epochs": n_epochs,
+                     "objective": value, "epochs": n_epochs, "warm_start": came_from,
                      **{f"config/{k}": v for k, v in params.items()}})
         if status == "DONE":
             done.append((params, value))
@@ -403,9 +423,10 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
                            f"(Tune run in {tr.path})")
     rows.sort(key=lambda r: (r["trial"], str(r["trial_id"])))  # the order the sampler suggested them
     best_params, best_value = (min if mode == "min" else max)(done, key=lambda pv: pv[1])
+    importances = param_importances(space, done, "minimize" if mode == "min" else "maximize", seed)
     return {
-        "params": best_params, "value": best_value, "trials": rows,
-        "importances": param_importances(space, done, "minimize" if mode == "min" else "maximize", seed),
+        "params": best_params, "value": best_value, "trials": rows, "importances": importances,
+        "group_importances": group_importances(space, importances),
     }
 
 

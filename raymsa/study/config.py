@@ -22,16 +22,31 @@ SPACES_DIR = packaged_dir("search_spaces")
 
 
 class ModelEntry(StrictModel):
+    model: str | None = Field(None, description=(
+        "the registered model this entry trains (raymsa.models); null = the entry's key. The key is the "
+        "entry's label (runs, eval.csv, search folders, report), so one model can appear as several "
+        "variants, e.g. fsrf_no_distill: {model: fsrf, config: {w_distill: 0}}"))
     search_space: str | None = Field(None, description=(
         "a search space: a name or path, looked up next to the study file first, then in the packaged "
         "search_spaces/; null = no search"))
     config: dict[str, Any] = Field(default_factory=dict, description="model fields other than the defaults")
 
+    def registry_name(self, label: str) -> str:
+        return self.model or label
+
+
+DEFAULT_SUFFIX = "_default"
+
 
 class SearchSettings(StrictModel):
     trials: int = Field(12, ge=1)
-    startup_trials: int = Field(4, ge=1, description="random trials before TPE models the space")
-    grace_period: int = Field(2, ge=1, description="halving: epochs every trial gets before it can be stopped")
+    startup_trials: int | None = Field(None, ge=1, description=(
+        "random trials before TPE models the space; null = a quarter of `trials` (at least 2, Optuna's "
+        "TPE needs some to model from; warm-start trials count towards it)"))
+    grace_period: int = Field(2, ge=1, description=(
+        "halving: judged epochs (epochs of the model's final stage, whose objective is not NaN) every "
+        "trial gets before it can be stopped, so a two-stage model is judged at the same point of its "
+        "judged phase as a one-stage one, and no trial is judged while it still sits near the constant predictor"))
     reduction_factor: float = Field(2.0, gt=1)
     max_concurrent: int | None = Field(None, ge=1, description=(
         "trials of one search at a time, suggested as one batch (null = every slot). Any value is "
@@ -43,8 +58,31 @@ class SearchSettings(StrictModel):
     repeats: int = Field(1, ge=1, description=(
         "independent searches per (model, scenario), each with its own sampler seed; seed j of `seeds` is "
         "retrained with the winner of repeat j mod repeats, so resampling seeds resamples searches"))
+    multivariate: bool = Field(True, description=(
+        "TPE models the parameters jointly (Optuna's multivariate TPE, Falkner et al. 2018) instead of "
+        "one at a time; group=True splits the joint model where a parameter is absent"))
+    constant_liar: bool = Field(True, description=(
+        "TPE treats running trials as bad results when it suggests the next (Optuna's constant liar), so "
+        "one batch of concurrent suggestions spreads out instead of repeating one point"))
+    groups: list[str] = Field(default_factory=lambda: ["loss"], min_length=1, description=(
+        "which parameter groups of each search space are searched (each parameter names its group, "
+        "default 'loss'); the rest keep the model's defaults. [loss, regularisation] adds dropout and "
+        "weight decay"))
+    default_arm: bool = Field(False, description=(
+        "every model with a search space also gets LABEL_default: its default config retrained with the "
+        "same seeds, no search, so the report can say what tuning bought"))
+    warm_start: bool = Field(False, description=(
+        "each scenario's search starts with the best configs found so far under the study's other "
+        "scenarios (Optuna enqueue_trial through OptunaSearch's points_to_evaluate); scenarios are "
+        "searched in warm-start order (mixed first, then the rest as listed)"))
     objective: str = Field("MAE", description="metric whose mean over the validation grid is optimised")
     optuna_storage: bool = Field(False, description="keep each Optuna study in <study>/optuna.db (optuna-dashboard)")
+
+    @property
+    def n_startup(self) -> int:
+        """Trials before TPE models the space: the set value, else a quarter of the budget (at least 2).
+        Optuna counts every finished trial, so warm-start trials count towards it."""
+        return self.startup_trials if self.startup_trials is not None else max(2, self.trials // 4)
 
     def sampler_seed(self, model: str, scenario: str, repeat: int = 0) -> int:
         """The Optuna sampler seed of one search: a stream of its own per (model, scenario, repeat).
@@ -128,10 +166,44 @@ class StudyConfig(StrictModel):
             return {"initial": v, "max": len(v)}
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _add_default_arms(cls, data: Any) -> Any:
+        """search.default_arm: each entry with a search space gets LABEL_default (same model and
+        config, no search space), added here so that every later step sees an ordinary entry."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            return data
+        search = data.get("search")
+        if not (isinstance(search, dict) and search.get("default_arm") is True):
+            return data
+        models = {}
+        for label, entry in data["models"].items():
+            models[label] = entry
+            if not isinstance(entry, dict) or entry.get("search_space") is None:
+                continue
+            arm = f"{label}{DEFAULT_SUFFIX}"
+            if arm in data["models"]:
+                raise ValueError(f"models.{arm}: clashes with the default arm search.default_arm adds for "
+                                 f"{label}; rename the entry or set search.default_arm: false")
+            # right after its tuned entry, so tables list the two together
+            models[arm] = {"model": entry.get("model") or label, "search_space": None,
+                           "config": copy.deepcopy(entry.get("config") or {})}
+        return {**data, "models": models}
+
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
         if not self.models:
             raise ValueError("models: a study needs at least one model")
+        from raymsa.models import list_models
+
+        for label, entry in self.models.items():
+            if "__" in label:  # the run and search folders split their names on '__'
+                raise ValueError(f"models.{label}: a label may not contain '__'")
+            if entry.registry_name(label) not in list_models():
+                where = f"models.{label}.model" if entry.model else f"models.{label}"
+                raise ValueError(f"{where}: unknown model {entry.registry_name(label)!r} (registered: "
+                                 f"{', '.join(list_models())}); a label other than a model name needs "
+                                 f"'model: NAME'")
         if self.reference_model is not None and self.reference_model not in self.models:
             raise ValueError(f"reference_model: {self.reference_model!r} is not one of models ({', '.join(self.models)})")
         labels = [s.label for s in self.scenarios]
@@ -145,12 +217,36 @@ class StudyConfig(StrictModel):
                              "the number of seeds would never be used")
         return self
 
+    # ---- labels and arms -----------------------------------------------------------------------
+    @property
+    def model_of(self) -> dict[str, str]:
+        """label -> registered model name."""
+        return {label: e.registry_name(label) for label, e in self.models.items()}
+
+    @property
+    def default_arms(self) -> dict[str, str]:
+        """tuned label -> its default arm's label (search.default_arm)."""
+        if not self.search.default_arm:
+            return {}
+        return {label: f"{label}{DEFAULT_SUFFIX}" for label, e in self.models.items()
+                if e.search_space is not None and f"{label}{DEFAULT_SUFFIX}" in self.models}
+
+    def search_order(self) -> list[ScenarioConfig]:
+        """The order scenarios are searched in. With warm start the first search has nothing to start
+        from and each later one starts from all before it, so the most informative goes first: mixed
+        (both missingness kinds at once, so its best config has been judged under each), then the
+        rest as listed. Without warm start: as listed."""
+        if not self.search.warm_start:
+            return list(self.scenarios)
+        first = [s for s in self.scenarios if s.kind == "mixed"]
+        return first + [s for s in self.scenarios if s.kind != "mixed"]
+
     # ---- what each run is built from ---------------------------------------------------------
     def base_train_config(self, model: str, scenario: ScenarioConfig) -> dict[str, Any]:
-        """The raw training config of one (model, scenario) before search parameters."""
+        """The raw training config of one (label, scenario) before search parameters."""
         res = self.resources
         return {
-            "model": {"name": model, **copy.deepcopy(self.models[model].config)},
+            "model": {"name": self.models[model].registry_name(model), **copy.deepcopy(self.models[model].config)},
             "data": self.data.model_dump(mode="json"),
             "scenario": scenario.model_dump(mode="json", exclude_none=True),
             "train": {**self.train.model_dump(mode="json"), "select_metric": self.search.objective,
@@ -217,6 +313,7 @@ def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> 
         raise ConfigError(blame_overrides(e, source, overrides)) from None
 
     spaces: dict[str, SearchSpace] = {}
+    found_groups: set[str] = set()
     for model, entry in study.models.items():
         for scenario in study.scenarios:
             base = study.base_train_config(model, scenario)
@@ -225,7 +322,12 @@ def load_study(name: str, *, smoke: bool = False, overrides: list[str] = ()) -> 
             # a user's own study keeps its spaces beside it; the packaged ones are the fallback
             space_path = resolve_path(entry.search_space, [path.parent, SPACES_DIR], "search space",
                                       source=f"{source}: models.{model}.search_space: ")
-            space = load_space(space_path)
+            space = load_space(space_path).select(study.search.groups)
             space.validate_against(study.base_train_config(model, study.scenarios[0]), parse_train_config)
             spaces[model] = space
+            found_groups.update(load_space(space_path).groups.values())
+    unused = [g for g in study.search.groups if spaces and g not in found_groups]
+    if unused:
+        raise ConfigError(f"{source}: search.groups: {unused} is in no search space of the study "
+                          f"(groups there: {sorted(found_groups)})")
     return study, spaces, path

@@ -190,6 +190,9 @@ class StudyRunner:
             "name": s.name, "dataset": self.dataset, "data_source": self.data_source,
             "models": list(s.models), "reference_model": s.reference_model, "seeds": used,
             "seed_plan": s.seeds.record(), "rounds": self.rounds,
+            # labels -> registered models, tuned label -> its default arm (search.default_arm)
+            "model_of": s.model_of, "default_arms": s.default_arms,
+            "search_order": [sc.label for sc in s.search_order()],
             "smoke": s.name.endswith("-smoke"),
             "scenarios": [{"name": sc.label, "kind": sc.kind, "levels": list(sc.levels), "knowledge": sc.knowledge}
                           for sc in s.scenarios],
@@ -226,15 +229,19 @@ class StudyRunner:
         optuna_url = f"sqlite:///{(self.out / 'optuna.db').resolve()}" if s.search.optuna_storage else None
         slots = min(self.max_concurrent(), s.search.max_concurrent or math.inf)
         seed = s.search.sampler_seed(model, scenario.label, repeat)
+        warm = self.warm_points(model, scenario.label, repeat)
+        if warm:
+            self.log(f"[raymsa]   warm start: the best configs of {', '.join(w['from'] for w in warm)} run first")
         tr = TuneRun(self.tune_dir, name, self.trial_resources, slots)
         try:
             found = run_search(
                 self.spaces[model], s.base_train_config(model, scenario), self.data, tr,
-                trials=s.search.trials, startup_trials=s.search.startup_trials, epochs=s.train.epochs,
+                trials=s.search.trials, startup_trials=s.search.n_startup, epochs=s.train.epochs,
                 grace_period=s.search.grace_period, reduction_factor=s.search.reduction_factor,
                 seed=seed, mode=mode, optuna_storage=optuna_url,
                 study_name=f"{s.name}__{model}__{scenario.label}{suffix}", resume=self.resume,
-                sampler=s.search.sampler, pruning=s.search.pruning)
+                sampler=s.search.sampler, pruning=s.search.pruning, multivariate=s.search.multivariate,
+                constant_liar=s.search.constant_liar, warm_start=warm)
         finally:
             append_timing(self.out, phase_timing(name, tr, time.perf_counter() - t0))
         diverged = self.flag_diverged(found["trials"])
@@ -242,13 +249,32 @@ class StudyRunner:
                 "repeat": repeat, "search_seed": seed,
                 "params": found["params"],
                 "objective": {"metric": s.search.objective, "mode": mode, "value": found["value"]},
-                "importances": found["importances"], "n_trials": len(found["trials"]),
+                "importances": found["importances"], "group_importances": found["group_importances"],
+                "warm_start": warm, "n_trials": len(found["trials"]),
                 "search_seconds": round(time.perf_counter() - t0, 1), "diverged_trials": diverged}
         write_csv_atomic(best_path.with_name("trials.csv"), found["trials"])
         write_json_atomic(best_path, best)
         self.log(f"[raymsa]   best valid {s.search.objective} {found['value']:.4f} with {found['params']} "
                  f"({best['search_seconds']}s)")
         return best
+
+    def warm_points(self, model: str, scenario: str, repeat: int) -> list[dict[str, Any]]:
+        """search.warm_start: the best config of each scenario searched before this one (search_order)
+        for the same label and repeat, identical configs once. Only earlier scenarios count, so a
+        resumed study starts each search from the same points as an uninterrupted one."""
+        if not self.study.search.warm_start:
+            return []
+        out: list[dict[str, Any]] = []
+        for sc in self.study.search_order():
+            if sc.label == scenario:
+                break
+            path = self.repeat_dir(model, sc.label, repeat) / "best.json"
+            if not path.exists():
+                continue
+            params = json.loads(path.read_text()).get("params") or {}
+            if params and all(params != w["params"] for w in out):
+                out.append({"from": sc.label, "params": params})
+        return out
 
     def diverged(self, mae: float) -> bool:
         """A validation MAE beyond the width of the label range (6 on MOSI's -3..3) is worse than any
@@ -437,7 +463,8 @@ class StudyRunner:
         self.write_manifest()
         self.write_ceiling()
         k = self.study.search.repeats
+        # search_order: with warm start the scenario whose best configs are most informative first
         bests = {(model, scenario.label): [self.search(model, scenario, r) for r in range(k if model in self.spaces else 1)]
-                 for scenario in self.study.scenarios for model in self.study.models}
+                 for scenario in self.study.search_order() for model in self.study.models}
         self.retrain(bests)
         self.add_rounds(bests)
