@@ -60,9 +60,16 @@ for rate in (0.0, 0.5, 0.9):
         logits = model.discriminator(torch.cat([p["h_d"], hc]).flatten(0, 1))
         lab = torch.cat([torch.ones(p["h_d"].shape[0] * p["h_d"].shape[1]), torch.zeros(hc.shape[0] * hc.shape[1])]).long()
         acc = float((logits.argmax(1) == lab).float().mean())
+        # reconstruction against the plain copy of the incomplete tokens, and the tokens' own spread
+        hcs = model.tokens(full.model_input())
+        rec = {m: float(F.mse_loss(model.reconstruct[m](h[m]), hcs[m])) for m in h}
+        copy = {m: float(F.mse_loss(h[m], hcs[m])) for m in h}
+        tok = {m: spread(hcs[m]) for m in h}
         ce = float(F.cross_entropy(logits, lab))
     print(f"rate {rate}: w_hat mean {float(w.mean()):.3f} vs truth {float(truth.mean()):.3f}, corr "
           f"{float(torch.corrcoef(torch.stack([w, truth]))[0,1]) if truth.std() > 0 else float('nan'):.3f}, MSE {float(((w-truth)**2).mean()):.4f} "
           f"(var of truth {float(truth.var()):.4f}) | disc acc {acc:.3f} CE {ce:.3f} | pred std {float(pred.std()):.3f} "
           f"| |Δpred| proxy->batch mean {d_proxy:.4f}, proxy->0 {d_zero:.4f} | spread/centred-cos "
-          + " ".join(f"{k} {spread(p[k]):.3f}/{centred_cos(p[k]):.3f}" for k in ("proxy", "h_d", "hyper", "fused")))
+          + " ".join(f"{k} {spread(p[k]):.3f}/{centred_cos(p[k]):.3f}" for k in ("proxy", "h_d", "hyper", "fused"))
+          + " | rec/copy MSE " + " ".join(f"{m[0]} {rec[m]:.4f}/{copy[m]:.4f}" for m in rec)
+          + " | complete-token spread " + " ".join(f"{m[0]} {tok[m]:.3f}" for m in tok))

@@ -130,3 +130,27 @@ def test_mult_shapes_at_mosi():
     with torch.no_grad():
         assert model.features(inputs).shape == (2, 300)  # combined_dim = 2 (d_l + d_a + d_v)
         assert model(inputs)["pred"].shape == (2,)
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_lnln_completeness_and_reversal_switches(public):
+    """Default: the task loss reaches neither the completeness check (w detached) nor the proxy
+    reversed; public settings: both, as in the public code."""
+    from tests.test_models import make_batch, tiny
+
+    fields = {"detach_completeness": False, "reverse_task_grad": True} if public else {}
+    model = tiny("lnln", **fields).train()
+    inputs, targets = make_batch(rate=0.5).split()
+    out = model(inputs, targets)
+    out["pred"].sum().backward()  # the task path only
+    check_grad = sum(float(p.grad.abs().sum()) for p in model.check_head.parameters() if p.grad is not None)
+    assert (check_grad > 0) == public
+    proxy_grad = model.proxy.tokens.grad
+    assert proxy_grad is not None and float(proxy_grad.abs().sum()) > 0
+    # the same task gradient with and without the reversal differs in sign only
+    model.zero_grad()
+    twin = tiny("lnln", **{**fields, "reverse_task_grad": not fields.get("reverse_task_grad", False)}).train()
+    twin.load_state_dict(model.state_dict())
+    twin(inputs, targets)["pred"].sum().backward()
+    g0 = proxy_grad
+    assert torch.allclose(twin.proxy.tokens.grad, -g0, atol=1e-6)

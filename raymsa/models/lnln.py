@@ -6,8 +6,10 @@ listed in docs/models.md.
 
     H_m = Proj_m(x_m)[:8]                   8 learned tokens per modality after a ViT-style encoder (B, 8, d)
     w = sigmoid(MLP(CC(H_l)[0]))            completeness check of language (MSE to its observed fraction)
-    P = GRL(PDG([H_p; H_a; H_v])[:8])       proxy dominant feature from audio and vision
-    H_d = w H_l + (1 - w) P                 dominant-modality correction (DMC)
+    P = PDG([H_p; H_a; H_v])[:8]            proxy dominant feature from audio and vision
+    H_d = w H_l + (1 - w) P                 dominant-modality correction (DMC); w detached and the
+                                            gradient reversal only on the discriminator's path by
+                                            default (the public code: neither; docs/models.md)
     [H_d^0..H_d^L] = LangEnc(H_d)           language encoder, every layer's output kept
     H_hyper <- H_hyper + Hyper_i(H_d^i, H_a, H_v)   hyper-modality learning, one layer per H_d^i
     ŷ = Linear(mean(Fusion(H_hyper -> H_d^L)[1:]))  dominant-modality-based multimodal learning
@@ -56,6 +58,12 @@ class LNLNConfig(EncoderConfig):
     lang_layers: int = Field(2, ge=1, le=8, description="depth of the language encoder of the DMML; the "
                              "hyper-modality learning has one layer more (public: 2 and 3)")
     disc_hidden: int = Field(64, ge=2, le=1024, description="hidden width of the effectiveness discriminator (public: 64)")
+    detach_completeness: bool = Field(True, description="the completeness estimate enters h_d detached, so only "
+                                      "its own loss trains it (public: attached; the task then drove every estimate "
+                                      "to 1 and the proxy out of use, see docs/models.md)")
+    reverse_task_grad: bool = Field(False, description="the gradient reversal also on the proxy's task path (public: "
+                                    "true, so the task loss reaches the proxy generator reversed); false: only the "
+                                    "discriminator's gradient is reversed")
     w_cc: float = Field(0.9, ge=0, le=10, description="alpha: completeness-check MSE (public MOSI 0.9); search [0, 2]")
     w_adv: float = Field(0.8, ge=0, le=10, description="beta: effectiveness discriminator CE (public MOSI 0.8); "
                          "search [0, 2]")
@@ -285,18 +293,23 @@ class LNLN(MSAModel):
 
     def parts(self, inputs: ModelInput, h: dict[str, Tensor]) -> dict[str, Tensor]:
         b = inputs.size
+        c = self.config
         w_hat = self.check_head(self.check(h["text"])[:, 0])  # (B, 1)
         # the true text fraction only under the `known` arm
-        w = inputs.integrity[:, :1] if inputs.known else w_hat  # (B, 1)
+        w = inputs.integrity[:, :1] if inputs.known else (w_hat.detach() if c.detach_completeness else w_hat)
+        w = w.unsqueeze(-1)  # (B, 1, 1)
         proxy_in = torch.cat([self.h_p.expand(b, -1, -1), h["audio"], h["vision"]], dim=1)  # (B, 3K, d)
-        proxy = _ReverseGrad.apply(self.proxy(proxy_in)[:, : self.config.n_tokens])  # (B, K, d)
-        h_d = proxy * (1 - w.unsqueeze(-1)) + h["text"] * w.unsqueeze(-1)  # (B, K, d)
+        proxy = self.proxy(proxy_in)[:, : c.n_tokens]  # (B, K, d)
+        reversed_ = _ReverseGrad.apply(proxy)
+        h_adv = reversed_ * (1 - w) + h["text"] * w  # (B, K, d): what the discriminator judges
+        h_d = h_adv if c.reverse_task_grad else proxy * (1 - w) + h["text"] * w
         hs = self.lang(h_d, keep_all=True)  # lang_layers + 1 x (B, K, d)
         hyper = self.h_hyper.expand(b, -1, -1)
         for layer, h_di in zip(self.hyper, hs):
             hyper = layer(h_di, h["audio"], h["vision"], hyper)
         fused = self.fusion(hyper, hs[-1])  # (B, 1 + K, d)
-        return {"w_hat": w_hat, "proxy": proxy, "h_d": h_d, "hyper": hyper, "fused": fused[:, 1:].mean(1)}
+        return {"w_hat": w_hat, "proxy": proxy, "h_d": h_d, "h_adv": h_adv, "hyper": hyper,
+                "fused": fused[:, 1:].mean(1)}
 
     def diagnose(self, inputs: ModelInput) -> dict[str, Tensor]:
         p = self.parts(inputs, self.tokens(inputs))
@@ -313,7 +326,7 @@ class LNLN(MSAModel):
         pred = self.head(p["fused"]).squeeze(-1)  # (B,)
         if not train:
             return {"pred": pred, "losses": {}}
-        real = torch.cat([p["h_d"], h_c["text"]]).flatten(0, 1)  # (2 B K, d): corrected, then complete language
+        real = torch.cat([p["h_adv"], h_c["text"]]).flatten(0, 1)  # (2 B K, d): corrected, then complete language
         k = self.config.n_tokens
         is_corrected = torch.cat([torch.ones(b * k), torch.zeros(b * k)]).long().to(real.device)
         rec = torch.cat([self.reconstruct[m](h[m]) for m in MODALITIES], 1)  # (B, 3K, d)
