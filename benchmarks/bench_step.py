@@ -2,7 +2,8 @@
 size, on MOSI unaligned shapes at batch 64, with text features.
 
     python benchmarks/bench_step.py [--out bench.json] [--steps 10] [--warmup 3] [--threads 2]
-                                    [--text-encoder features|bert] [--against COMMIT [--rounds 2]]
+                                    [--text-encoder features|bert] [--models lnln,mult]
+                                    [--set lnln.vision_stride=4 ...] [--against COMMIT [--rounds 2]]
 
 --against: old and new side by side. This script of the older commit runs from a git worktree
 made here (this venv, PYTHONPATH = the worktree), alternating with this checkout's for --rounds
@@ -10,7 +11,10 @@ rounds, each in its own process with the same arguments; printed per model: the 
 each side and new / old.
 
 Expected on a 2-core CPU: late_fusion ~0.1 s, fsrf and senti_ifusion under 0.5 s each (the goal is
-<= 1 s; LNLN's public code takes ~28 s for the same step). Every model sees the same batch: random
+<= 1 s; LNLN's public code takes ~28 s for the same step). The registered lnln and mult at their
+public sequence lengths (full attention over 375 audio and 500 vision frames) do not fit a 23 GiB
+machine at batch 64 (lnln was killed at 17.6 GiB); bench them at a smaller --batch, or shortened
+with --set lnln.vision_stride=4 (see docs/models.md, "Cost"). Every model sees the same batch: random
 lengths, ~30% of frames erased (zeroed, masks cleared) and the complete batch attached, so FSRF runs
 both views and Senti-iFusion its complete-input targets. The batch is built here with random tensors,
 not by raymsa.missing, so that the numbers only depend on the models.
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 # runnable from a checkout without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,9 +70,9 @@ def random_batch(spec: DataSpec, b: int, erase: float, seed: int = 0) -> Batch:
 class Runner:
     """One model, its optimizer and the weights of its last stage (the one with every part active)."""
 
-    def __init__(self, name: str, spec: DataSpec, text_encoder: str):
+    def __init__(self, name: str, spec: DataSpec, text_encoder: str, fields: dict | None = None):
         torch.manual_seed(0)
-        self.model = build_model(name, {"text_encoder": text_encoder}, spec=spec).train()
+        self.model = build_model(name, {"text_encoder": text_encoder, **(fields or {})}, spec=spec).train()
         self.model.set_stage(self.model.stages()[-1].name)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=1e-4)
         self.weights = self.model.loss_weights()
@@ -97,6 +102,10 @@ def main() -> None:
                     help="'bert': the in-code 2-layer BERT (hidden 128) over token ids instead of features")
     ap.add_argument("--against", default=None, help="older commit to compare with (a git worktree)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--models", help="comma-separated models (late_fusion, the baseline, is always added); "
+                    "default: every registered model")
+    ap.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                    help="a model config field, e.g. lnln.vision_stride=4 (repeatable)")
     args = ap.parse_args()
     if args.against:
         return compare(args)
@@ -104,8 +113,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = DataSpec(MOSI.dims, MOSI.seq_lens, text_ids=args.text_encoder == "bert")
     batch = random_batch(spec, args.batch, args.erase)
-    names = ["late_fusion"] + [n for n in list_models() if n != "late_fusion"]
-    runners = {name: Runner(name, spec, args.text_encoder) for name in names}
+    chosen = args.models.split(",") if args.models else list_models()
+    names = ["late_fusion"] + [n for n in chosen if n != "late_fusion"]
+    fields: dict[str, dict] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        model, _, field = key.partition(".")
+        fields.setdefault(model, {})[field] = yaml.safe_load(value)
+    runners = {name: Runner(name, spec, args.text_encoder, fields.get(name)) for name in names}
     for r in runners.values():
         for _ in range(args.warmup):
             r.step(batch)
@@ -115,6 +130,8 @@ def main() -> None:
             r.times.append(r.step(batch))
     rows = {name: {"params": r.params, "step_s": statistics.median(r.times)} for name, r in runners.items()}
     base = rows["late_fusion"]["step_s"]
+    if fields:
+        print(f"fields: {fields}")
     print(f"batch {args.batch}, MOSI unaligned shapes, text {args.text_encoder}, erase {args.erase}, "
           f"{args.threads} threads, median of {args.steps} round-robin steps after {args.warmup} warm-up")
     print(f"{'model':<15}{'params':>12}{'step s':>10}{'x late':>9}")
@@ -123,7 +140,7 @@ def main() -> None:
         print(f"{name:<15}{r['params']:>12,}{r['step_s']:>10.3f}{r['ratio_to_late_fusion']:>9.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"batch": args.batch, "erase": args.erase, "text_encoder": args.text_encoder, "threads": args.threads,
+        meta = {"fields": fields, "batch": args.batch, "erase": args.erase, "text_encoder": args.text_encoder, "threads": args.threads,
                 "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine()}
         args.out.write_text(json.dumps({"config": meta, "models": rows}, indent=2) + "\n")

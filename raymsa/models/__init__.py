@@ -7,6 +7,8 @@ from raymsa.models.registry import build_model, get_entry, list_models, model_co
 from raymsa.models import late_fusion  # noqa: F401,E402
 from raymsa.models import fsrf  # noqa: F401,E402
 from raymsa.models import senti_ifusion  # noqa: F401,E402
+from raymsa.models import lnln  # noqa: F401,E402
+from raymsa.models import mult  # noqa: F401,E402
 
 __all__ = ["DataSpec", "ModelConfig", "MSAModel", "Stage", "build_model", "get_entry", "list_models",
            "model_config", "register"]

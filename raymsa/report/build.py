@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from raymsa.report.ceiling import gap_frame, gap_tables, load_ceiling
+from raymsa.report.ablation import ablation_sections
 from raymsa.report.knowledge import knowledge_sections
 from raymsa.report.load import ReportError, StudyResults, load_study
 from raymsa.report.compare import comparisons_frame, variance_sources
@@ -127,6 +128,7 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
     ]))
 
     secs.extend(knowledge_sections(res, cube))  # issue 10: knowledge arms, integrity, dominance, collapse, equity
+    secs.extend(ablation_sections(res, cube))  # issue 22: only for a study with report.ablation_of
     if training is not None:
         secs.append(training_section(res, training))
     seeds = seeds_section(res)

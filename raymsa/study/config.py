@@ -143,6 +143,11 @@ class StudyResources(StrictModel):
     amp: bool = False
 
 
+class StudyReport(StrictModel):
+    ablation_of: str | None = Field(None, description="a label of `models`: the full model; every other entry "
+                                    "is a variant with a component switched off (the report's ablation table)")
+
+
 class StudyConfig(StrictModel):
     name: str
     description: str | None = None
@@ -158,6 +163,7 @@ class StudyConfig(StrictModel):
     resources: StudyResources = StudyResources()
     cross_scenario: bool = Field(True, description="test each scenario's best config under every other scenario")
     smoke: dict[str, Any] | None = Field(None, description="overlay applied by --smoke")
+    report: StudyReport = StudyReport()
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -206,6 +212,9 @@ class StudyConfig(StrictModel):
                                  f"'model: NAME'")
         if self.reference_model is not None and self.reference_model not in self.models:
             raise ValueError(f"reference_model: {self.reference_model!r} is not one of models ({', '.join(self.models)})")
+        if self.report.ablation_of is not None and self.report.ablation_of not in self.models:
+            raise ValueError(f"report.ablation_of: {self.report.ablation_of!r} is not one of models "
+                             f"({', '.join(self.models)})")
         labels = [s.label for s in self.scenarios]
         if not labels:
             raise ValueError("scenarios: a study needs at least one scenario")
