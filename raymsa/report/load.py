@@ -122,6 +122,22 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class SeedPlan:
+    """study.json "seed_plan": the planned looks are at n = initial, initial + step, ..., max seeds."""
+
+    initial: int  # seeds every run gets first
+    max: int  # the cap
+    step: int  # seeds a round adds (0: a single look)
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        out = [self.initial]
+        while self.step > 0 and out[-1] < self.max:
+            out.append(min(out[-1] + self.step, self.max))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     dataset: str
@@ -134,6 +150,10 @@ class Study:
     objective: dict[str, str]
     created: str
     search_repeats: int = 1  # independent searches per (model, scenario), repeat k paired with seeds[j], j % K == k
+    model_of: dict[str, str] = field(default_factory=dict)  # label -> registry name (absent: the label itself)
+    default_arms: dict[str, str] = field(default_factory=dict)  # tuned label -> its default-config label
+    seed_plan: SeedPlan | None = None  # adaptive seeding; None = one look at the seeds run
+    equivalence_margin: dict[str, float] = field(default_factory=dict)  # config.report.equivalence_margin
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -291,7 +311,46 @@ def read_study_json(path: Path) -> Study:
         objective={k: str(v) for k, v in obj.items()},
         created=str(d.get("created", "")),
         search_repeats=_repeats(d, path),
+        model_of=_str_map(d, "model_of", path) or {m: m for m in models},
+        default_arms=_str_map(d, "default_arms", path),
+        seed_plan=_seed_plan(d, path),
+        equivalence_margin=_margins(d, path),
     )
+
+
+def _str_map(d: dict, key: str, path: Path) -> dict[str, str]:
+    v = d.get(key) or {}
+    if not isinstance(v, dict) or not all(isinstance(a, str) and isinstance(b, str) for a, b in v.items()):
+        raise ReportError(f"{path}: key '{key}': expected an object of names, got {v!r}")
+    return dict(v)
+
+
+def _seed_plan(d: dict, path: Path) -> SeedPlan | None:
+    p = d.get("seed_plan")
+    if p is None:
+        return None
+    if not isinstance(p, dict):
+        raise ReportError(f"{path}: key 'seed_plan': expected an object, got {p!r}")
+    init = _req(p, "initial", list, path, "seed_plan.")
+    mx = p.get("max", len(init))
+    step = p.get("step", 0)
+    for k, v in (("max", mx), ("step", step)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ReportError(f"{path}: key 'seed_plan.{k}': expected an integer >= 0, got {v!r}")
+    if not init or mx < len(init):
+        raise ReportError(f"{path}: key 'seed_plan': needs 1 <= len(initial) <= max, got {len(init)} and {mx}")
+    return SeedPlan(initial=len(init), max=mx, step=step)
+
+
+def _margins(d: dict, path: Path) -> dict[str, float]:
+    rep = (d.get("config") or {}).get("report") or {}
+    m = rep.get("equivalence_margin") or {} if isinstance(rep, dict) else {}
+    if not isinstance(m, dict):
+        raise ReportError(f"{path}: key 'config.report.equivalence_margin': expected an object, got {m!r}")
+    for k, v in m.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ReportError(f"{path}: key 'config.report.equivalence_margin.{k}': expected a number > 0, got {v!r}")
+    return {str(k): float(v) for k, v in m.items()}
 
 
 def _repeats(d: dict, path: Path) -> int:
