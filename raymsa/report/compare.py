@@ -42,9 +42,9 @@ from raymsa.report.load import RunPreds, Scenario, StudyResults
 from raymsa.report.stats import COMPLETE, Cube, curve_ok
 
 BASE_COLUMNS = ("model", "reference", "scenario", "summary", "metric", "diff", "ci_low", "ci_high", "se",
-                "p_improvement", "n_seeds", "n_samples", "verdict", "mde_80")
+                "se_test", "df", "p_improvement", "n_seeds", "n_samples", "verdict", "mde_80")
 COLUMNS = ("model", "reference", "scenario", "summary", "metric", "family", "diff", "ci_low", "ci_high", "se",
-           "p_improvement", "n_seeds", "n_samples", "p_value", "p_adjusted", "margin", "p_equivalence",
+           "se_test", "df", "p_improvement", "n_seeds", "n_samples", "p_value", "p_adjusted", "margin", "p_equivalence",
            "p_equivalence_adjusted", "verdict", "look", "alpha_look", "floor", "floor_samples", "floor_seeds",
            "floor_at_max", "floor_limit", "rho", "mde_80", "seeds_needed")
 N_BOOT = 2000
@@ -240,13 +240,14 @@ def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenari
         se = 0.0  # identical predictions: every replicate is the same number
     mde = Z_POWER * se if math.isfinite(se) else math.nan
     margin = V.margin_for(res.study, metric)
-    v = V.verdict_of(diff, V.p_difference(diff, se), V.p_equivalence(diff, se, margin), dir_better)
     comp = V.components(_per_sample_diff(runs_m, runs_r, summ, metric, dataset, sign)) if usable else None
+    se_t, df = V.test_se(se, comp, d)
+    v = V.verdict_of(diff, V.p_difference(diff, se_t, df), V.p_equivalence(diff, se_t, margin, df), dir_better)
     # per-seed summaries (for effective robustness the per-seed drops sum_i f_i - f_0, whose better
     # side is the metric's: a smaller MAE increase, a smaller accuracy loss)
     pi = p_improvement(summ.fn(a), summ.fn(b), higher)
     return {"model": model, "reference": ref, "scenario": sc.name, "summary": summ.name, "metric": metric,
-            "diff": diff, "ci_low": lo, "ci_high": hi, "se": se, "p_improvement": pi, "n_seeds": S,
+            "diff": diff, "ci_low": lo, "ci_high": hi, "se": se, "se_test": se_t, "df": df, "p_improvement": pi, "n_seeds": S,
             "n_samples": n_samples, "verdict": v, "mde_80": mde, "_comp": comp, "_higher": dir_better}
 
 

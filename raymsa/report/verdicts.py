@@ -107,22 +107,45 @@ def is_headline(study: Study, frame: pd.DataFrame) -> np.ndarray:
 # tests on one row
 # ---------------------------------------------------------------------------------------------
 
-def p_difference(diff: float, se: float) -> float:
-    """Two-sided Wald p of diff = 0 with the bootstrap SE; identical predictions (0 / 0) give 1."""
+def _sf(x: float, df: float) -> float:
+    return float(sps.norm.sf(x) if not math.isfinite(df) else sps.t.sf(x, df))
+
+
+def _isf(a: float, df: float) -> float:
+    return float(sps.norm.isf(a) if not math.isfinite(df) else sps.t.isf(a, df))
+
+
+def test_se(se_boot: float, c: Components | None, seed_means: np.ndarray) -> tuple[float, float]:
+    """(SE, degrees of freedom) the tests use: the bootstrap SE, raised to the unbiased moment SE
+    where that is larger (with 3 seeds the bootstrap's seed part is (S-1)/S of the truth and rests on
+    2 df), with Welch-Satterthwaite df for the seed part (S - 1 df) plus the sample part (many)."""
+    S = seed_means.size
+    if S < 2:
+        return se_boot, math.inf
+    a = float(seed_means.var(ddof=1)) / S  # seeds' part, incl. the per-run sample noise
+    b = c.shared / c.n_samples if c is not None else 0.0
+    if a + b == 0 or not math.isfinite(se_boot):
+        return se_boot, math.inf
+    df = (a + b) ** 2 / (a ** 2 / (S - 1)) if a > 0 else math.inf
+    return max(se_boot, math.sqrt(a + b)), df
+
+
+def p_difference(diff: float, se: float, df: float = math.inf) -> float:
+    """Two-sided p of diff = 0 (t with df, normal for df = inf); identical predictions (0 / 0) give 1."""
     if not (math.isfinite(diff) and math.isfinite(se)):
         return math.nan
     if se == 0:
         return 1.0 if diff == 0 else 0.0
-    return float(2 * sps.norm.sf(abs(diff) / se))
+    return min(1.0, 2 * _sf(abs(diff) / se, df))
 
 
-def p_equivalence(diff: float, se: float, margin: float) -> float:
+def p_equivalence(diff: float, se: float, margin: float, df: float = math.inf) -> float:
     """TOST: the larger of the one-sided p's of diff <= -margin and diff >= margin."""
     if not (math.isfinite(diff) and math.isfinite(se) and math.isfinite(margin)):
         return math.nan
     if se == 0:
         return 0.0 if abs(diff) < margin else 1.0
-    return float(max(sps.norm.sf((diff + margin) / se), sps.norm.sf((margin - diff) / se)))
+    return max(_sf((diff + margin) / se, df), _sf((margin - diff) / se, df))
 
 
 def verdict_of(diff: float, p_diff: float, p_eq: float, higher_is_better: bool, alpha: float = ALPHA) -> str:
@@ -258,8 +281,9 @@ def decide(frame: pd.DataFrame, study: Study, comps: list[Components | None], hi
     alpha_k = spending(plan)
     f["family"] = np.where(head, HEADLINE, EXPLORATORY)
     f["margin"] = [margin_for(study, m) for m in f["metric"]]
-    f["p_value"] = [p_difference(d, s) for d, s in zip(f["diff"], f["se"])]
-    f["p_equivalence"] = [p_equivalence(d, s, mg) for d, s, mg in zip(f["diff"], f["se"], f["margin"])]
+    f["p_value"] = [p_difference(d, s, k) for d, s, k in zip(f["diff"], f["se_test"], f["df"])]
+    f["p_equivalence"] = [p_equivalence(d, s, mg, k) for d, s, mg, k in
+                          zip(f["diff"], f["se_test"], f["margin"], f["df"])]
     looks = np.array([look_index(plan, int(n)) for n in f["n_seeds"]])
     f["look"] = np.where(head, looks + 1, 0)  # 1-based; exploratory rows are not looked at sequentially
     f["alpha_look"] = np.where(head, alpha_k[looks], ALPHA)
@@ -283,7 +307,7 @@ def decide(frame: pd.DataFrame, study: Study, comps: list[Components | None], hi
         c = comps[i]
         level = r.alpha_look / max(m_head, 1) if head[i] else ALPHA
         z = z_one_sided(level)
-        floor = z * r.se if math.isfinite(r.se) else math.nan
+        floor = _isf(level, r.df) * r.se_test if math.isfinite(r.se_test) else math.nan
         if c is None or not math.isfinite(floor):
             for k, v in zip(cols, (floor, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)):
                 cols[k].append(v)
@@ -323,7 +347,7 @@ class Decision:
 def is_test_bound(row, plan: SeedPlan, comp: Components | None, m_head: int) -> bool:
     """The test-sample part alone, at the seed cap, leaves the interval wider than the margin, and no
     difference of the observed size is in reach either: more seeds cannot resolve the row."""
-    if comp is None or not math.isfinite(comp.rho) or not math.isfinite(row.se) or row.se == 0:
+    if comp is None or not math.isfinite(comp.rho) or not math.isfinite(row.se_test) or row.se_test == 0:
         return False
     scale = 1.0
     level = float(spending(plan)[-1]) / max(m_head, 1)
