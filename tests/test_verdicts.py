@@ -124,7 +124,8 @@ def test_decisions_say_why_a_row_stops():
 def test_small_simulation_controls_false_claims_and_has_power():
     """benchmarks/bench_verdicts.py in small: 25 null studies with 4 headline rows each and adaptive
     seeding. Unadjusted 5 % tests on 4 rows would make a false claim in ~19 % of studies (about 5 of
-    25; P(<= 3) = 0.28), the procedure in <= 5 % (P(<= 3) = 0.97)."""
+    25; P(<= 3) = 0.28), the procedure in <= 5 % (P(<= 3) = 0.97). Power at 3 x the margin here (two
+    seeds to start leave few degrees of freedom); the benchmark measures 1.5 x at its own sizes."""
     plan = SeedPlan(2, 4, 2)
     var = Variances(sd=0.2, rho=0.13, seed_sd=0.004)
     false_claims = sum(any(v in ("better", "worse") for v in
@@ -132,5 +133,5 @@ def test_small_simulation_controls_false_claims_and_has_power():
                        for k in range(25))
     assert false_claims <= 3
     called = [v for k in range(10) for v in
-              run_adaptive({"ref": 0.0, "a": 0.03, "b": 0.03}, S2, plan, var, 400, 1000 + k).verdicts]
+              run_adaptive({"ref": 0.0, "a": 0.06, "b": 0.06}, S2, plan, var, 400, 1000 + k).verdicts]
     assert sum(v == "worse" for v in called) >= 0.6 * len(called) and "better" not in called

@@ -13,13 +13,12 @@ One row per (model, reference, scenario, summary, metric). Definitions (docs/rep
 - p_improvement: rliable's probability of improvement, P(X > Y) for X a per-seed summary of the
   model and Y one of the reference, over all (unpaired) pairs of seeds, ties counting 1/2, with
   "greater" meaning better by the metric's direction (the Mann-Whitney U statistic / (m n)).
-- verdict: 'better' if the interval lies wholly on the metric's better side of 0, 'worse' if wholly
-  on the worse side, else 'no detectable difference' (also when there is nothing to resample).
+- se: the replicates' std; se_test, df: the SE and degrees of freedom the tests use (verdicts.test_se).
+- verdict, p-values, margins, families, floors, seeds_needed: raymsa/report/verdicts.py (decide); a
+  row of compare_one alone carries its own unadjusted verdict (better / worse / equivalent /
+  inconclusive at 5 %).
 - mde_80: the smallest difference the study detects at 80 % power with a two-sided 5 % test,
   (z_0.975 + z_0.80) * SE = 2.80 * SE, SE = the bootstrap replicates' std.
-- seeds_needed (no detectable difference only): ceil(S * (2.80 * SE / |diff|)^2), the seeds at which
-  the observed difference would be detected at 80 % power if SE shrinks as 1/sqrt(seeds). The
-  test-sample part of SE does not shrink with seeds (one test set), so this is a lower bound.
 
 Metrics resampled per test sample are those that are a mean (or ratio) of per-sample terms: MAE and
 the accuracies. F1 and Corr are not, and are left out of the table.
