@@ -232,11 +232,14 @@ def test_effective_robustness_sign_and_value(study):
     assert r.loc["fsrf", "mean_over_levels"] == pytest.approx(0.845, abs=1e-9)
     assert "subset" not in set(rob.scenario)  # no numeric levels, no curve summaries
     md = (study / "report" / "report.md").read_text()
-    assert "intra, test MAE, fsrf vs late_fusion: effective robustness +1.800" in md
+    assert "intra, test MAE, fsrf vs late_fusion: mean over levels difference" in md  # a headline row
     comp = pd.read_csv(study / "report" / "comparisons.csv").set_index(["model", "scenario", "summary", "metric"])
     # the same number as robustness.csv (mean of per-seed ER = ER of the seed-mean curves, all seeds complete)
     assert comp.loc[("fsrf", "intra", "effective robustness", "MAE"), "diff"] == pytest.approx(1.8, abs=1e-9)
-    assert comp.loc[("senti_ifusion", "intra", "effective robustness", "MAE"), "verdict"] == "worse"
+    er = comp.loc[("senti_ifusion", "intra", "effective robustness", "MAE")]
+    assert er["family"] == "exploratory" and er["diff"] < 0
+    assert er["verdict"] == ("worse" if er["p_adjusted"] <= 0.05 and er["p_equivalence_adjusted"] > 0.05 else
+                             "equivalent" if er["p_equivalence_adjusted"] <= 0.05 else "inconclusive")
 
 
 def test_cross_scenario_matrix(study):

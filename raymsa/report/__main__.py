@@ -1,4 +1,5 @@
 """python -m raymsa.report DIR: (re)build DIR/report/ and print where it is and a short summary.
+python -m raymsa.report plan DIR --margin 0.02: what the study's test set and seeds can resolve (plan.py).
 
 Exit codes: 0 built; 2 the folder is not a study, has no results, or holds a malformed file
 (one line on stderr naming the path).
@@ -13,6 +14,11 @@ from raymsa.report.load import ReportError, load_study
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "plan":
+        from raymsa.report.plan import main_plan
+
+        return main_plan(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m raymsa.report",
                                  description="Build DIR/report/ (results.csv, summary.csv, plots, "
                                              "report.md, report.html) from a study folder's stored results.")

@@ -16,16 +16,17 @@ from raymsa.report.ceiling import gap_frame, gap_tables, load_ceiling
 from raymsa.report.ablation import ablation_sections
 from raymsa.report.knowledge import knowledge_sections
 from raymsa.report.load import ReportError, StudyResults, load_study
-from raymsa.report.compare import comparisons_frame, variance_sources
+from raymsa.report.compare import comparisons_with_components, variance_sources
 from raymsa.report.cost import cost_section
+from raymsa.report.verdicts import decisions_of
 from raymsa.report.plots import comparisons_plot, cross_heatmap, tuning_curves, curves, importances, safe, subset_bars
 from raymsa.report.render import Bullets, Figure, Section, to_html, to_markdown
 from raymsa.report.stats import Cube, robustness_frame, summarize
 from raymsa.report.training import seeds_section, training_frame, training_section
 from raymsa.report.tuning import tuning_frame
 from raymsa.report.tables import (best_config_tables, comparison_tables, cross_tables, importance_tables, level_tables,
-                                  overall_table, robustness_tables, scenario_label, subset_tables,
-                                  summary_facts)
+                                  headline_table, overall_table, robustness_tables, scenario_label,
+                                  subset_tables, summary_facts)
 
 REPORT = "report"
 TMP_PREFIX = ".report.tmp-"
@@ -69,27 +70,33 @@ def _header(res: StudyResults) -> list[Section]:
 
 
 def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, ceiling=None, gaps=None,
-              training=None) -> list[Section]:
+              training=None, reasons: dict | None = None) -> list[Section]:
     st = res.study
+    reasons = reasons or {}
     secs = _header(res)
     secs.append(Section("Summary", [
-        "Measured facts only, all on the test split, from comparisons.csv: each model minus the "
-        "reference model, paired by seed, with a 95 % paired bootstrap interval; the verdict follows "
-        "from the interval. " + variance_sources(res),
-        Bullets(summary_facts(res, cube, rob, comp) or ["No comparison could be computed from the results present."]),
+        "Measured facts only, all on the test split, from comparisons.csv: each model minus its reference, "
+        "paired by seed, with a 95 % paired bootstrap interval; verdicts (better, worse, equivalent within the "
+        "metric's margin, inconclusive) use p-values adjusted for multiplicity. " + variance_sources(res),
+        Bullets(summary_facts(res, cube, rob, comp, reasons)
+                or ["No comparison could be computed from the results present."]),
     ]))
     if not comp.empty:
         c = Section("Comparisons with the reference model", [
             "Every row of comparisons.csv. Diff = mean over seeds of the paired per-seed difference; "
             "interval = 95 % percentile bootstrap (2000 replicates) resampling seeds and test samples, the "
-            "same ones for both models; P(improvement) = rliable's probability that a seed of the model "
-            "beats a seed of the reference; MDE (80 %) = 2.80 × the bootstrap SE, the smallest difference "
-            "this study detects at 80 % power; Seeds needed = seeds at which the observed difference "
-            "would be (docs/report.md)."])
+            "same ones for both models; p = two-sided Wald test on the bootstrap SE, TOST p = two one-sided "
+            "tests against ±margin with the same SE, both adjusted (headline: Holm, with the sequential "
+            "look's weight; exploratory: Benjamini-Hochberg); P(improvement) = rliable's probability that a "
+            "seed of the model beats a seed of the reference; MDE (80 %) = 2.80 × the bootstrap SE "
+            "(unadjusted); Seeds needed = seeds at which the observed difference would resolve (docs/report.md)."])
+        if (ht := headline_table(res, comp, reasons)) is not None:
+            c.add(ht)
         f = plots / "comparisons.png"
         if comparisons_plot(res, comp, f):
             c.add(Figure(f"plots/{f.name}", "MAE differences against the reference with 95 % paired bootstrap "
-                                                 "intervals: green better, red worse, grey no detectable difference."))
+                                                 "intervals: green better, red worse, blue equivalent, grey "
+                                                 "inconclusive (verdicts after adjustment)."))
         c.add(*comparison_tables(res, comp))
         secs.append(c)
 
@@ -177,7 +184,8 @@ def _sections(res: StudyResults, cube: Cube, rob, comp, tuning, plots: Path, cei
         "results.csv: every eval row (tidy, sorted)",
         "summary.csv: mean, std (ddof=0), n_seeds per model, scenario, eval_scenario, level, split, metric",
         "robustness.csv: mean over levels, AUILC, effective robustness per model, scenario, metric (raw units)",
-        "comparisons.csv: each model minus the reference, paired, with bootstrap intervals, P(improvement), verdict, power",
+        "comparisons.csv: each model minus its reference, paired, with bootstrap intervals, adjusted p-values, "
+        "equivalence tests, verdicts, resolution floors, power",
         "tuning.csv: expected best validation objective vs number of trials per model and scenario",
         "training.csv: per run the epochs run, the cap, the selected epoch and why training stopped",
         *(["ceiling_gaps.csv: per scenario, metric and model the mean over levels, the Bayes ceiling's, "
@@ -197,8 +205,10 @@ def write_report(res: StudyResults, out: Path) -> None:
     cube = Cube(res, "test")
     rob = robustness_frame(res, cube, res.study.metrics)
     rob.to_csv(out / "robustness.csv", index=False, na_rep="NaN")
-    comp = comparisons_frame(res, cube)
+    comp, comps = comparisons_with_components(res, cube)
     comp.to_csv(out / "comparisons.csv", index=False, na_rep="NaN")
+    reasons = {(d.model, d.reference, d.scenario): d.reason
+               for d in decisions_of(comp, res.study, comps)}
     tuning = tuning_frame(res)
     if not tuning.empty:
         tuning.to_csv(out / "tuning.csv", index=False, na_rep="NaN")
@@ -208,7 +218,7 @@ def write_report(res: StudyResults, out: Path) -> None:
         gaps.to_csv(out / "ceiling_gaps.csv", index=False, na_rep="NaN")
     training = training_frame(res)
     training.to_csv(out / "training.csv", index=False)
-    secs = _sections(res, cube, rob, comp, tuning, plots, ceiling, gaps, training)
+    secs = _sections(res, cube, rob, comp, tuning, plots, ceiling, gaps, training, reasons)
     title = f"Study report: {res.study.name}"
     (out / "report.md").write_text(to_markdown(title, secs))
     (out / "report.html").write_text(to_html(title, secs, out))

@@ -13,13 +13,12 @@ One row per (model, reference, scenario, summary, metric). Definitions (docs/rep
 - p_improvement: rliable's probability of improvement, P(X > Y) for X a per-seed summary of the
   model and Y one of the reference, over all (unpaired) pairs of seeds, ties counting 1/2, with
   "greater" meaning better by the metric's direction (the Mann-Whitney U statistic / (m n)).
-- verdict: 'better' if the interval lies wholly on the metric's better side of 0, 'worse' if wholly
-  on the worse side, else 'no detectable difference' (also when there is nothing to resample).
+- se: the replicates' std; se_test, df: the SE and degrees of freedom the tests use (verdicts.test_se).
+- verdict, p-values, margins, families, floors, seeds_needed: raymsa/report/verdicts.py (decide); a
+  row of compare_one alone carries its own unadjusted verdict (better / worse / equivalent /
+  inconclusive at 5 %).
 - mde_80: the smallest difference the study detects at 80 % power with a two-sided 5 % test,
   (z_0.975 + z_0.80) * SE = 2.80 * SE, SE = the bootstrap replicates' std.
-- seeds_needed (no detectable difference only): ceil(S * (2.80 * SE / |diff|)^2), the seeds at which
-  the observed difference would be detected at 80 % power if SE shrinks as 1/sqrt(seeds). The
-  test-sample part of SE does not shrink with seeds (one test set), so this is a lower bound.
 
 Metrics resampled per test sample are those that are a mean (or ratio) of per-sample terms: MAE and
 the accuracies. F1 and Corr are not, and are left out of the table.
@@ -37,14 +36,19 @@ import pandas as pd
 from scipy import stats as sps
 
 from raymsa import metrics as M
+from raymsa.report import verdicts as V
 from raymsa.report.load import RunPreds, Scenario, StudyResults
 from raymsa.report.stats import COMPLETE, Cube, curve_ok
 
-COLUMNS = ("model", "reference", "scenario", "summary", "metric", "diff", "ci_low", "ci_high", "p_improvement",
-           "n_seeds", "n_samples", "verdict", "mde_80", "seeds_needed")
+BASE_COLUMNS = ("model", "reference", "scenario", "summary", "metric", "diff", "ci_low", "ci_high", "se",
+                "se_test", "df", "p_improvement", "n_seeds", "n_samples", "verdict", "mde_80")
+COLUMNS = ("model", "reference", "scenario", "summary", "metric", "family", "diff", "ci_low", "ci_high", "se",
+           "se_test", "df", "p_improvement", "n_seeds", "n_samples", "p_value", "p_adjusted", "margin", "p_equivalence",
+           "p_equivalence_adjusted", "verdict", "look", "alpha_look", "floor", "floor_samples", "floor_seeds",
+           "floor_at_max", "floor_limit", "rho", "mde_80", "seeds_needed")
 N_BOOT = 2000
 Z_POWER = float(sps.norm.ppf(0.975) + sps.norm.ppf(0.80))  # 2.80
-BETTER, WORSE, NDD = "better", "worse", "no detectable difference"
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = V.BETTER, V.WORSE, V.EQUIVALENT, V.INCONCLUSIVE
 # per dataset: metrics of the table for numeric scenarios, and for subset scenarios
 NUMERIC_METRICS = {"mosi": ("MAE", "Mult_acc_7", "Mult_acc_5", "Non0_acc_2"),
                    "sims": ("MAE", "Mult_acc_5", "Mult_acc_3", "Mult_acc_2")}
@@ -124,16 +128,6 @@ def _percentile_ci(boot: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
-    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        return NDD
-    if ci_low > 0:
-        return BETTER if higher_is_better else WORSE
-    if ci_high < 0:
-        return WORSE if higher_is_better else BETTER
-    return NDD
-
-
 def p_improvement(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> float:
     """rliable's P(X > Y) over all pairs, ties 1/2, oriented so that 'greater' is better."""
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
@@ -155,7 +149,10 @@ def _sample_values(runs: list[RunPreds], levels: tuple[str, ...], metric: str, d
     if w is None:
         w = np.ones((1, N))
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = (w @ num.reshape(S * L, N).T) / (w @ den.reshape(S * L, N).T)  # (B, S*L)
+        top = w @ num.reshape(S * L, N).T  # (B, S*L)
+        # den = 1 everywhere (MAE, accuracies): its sum is the draw's size, no second product needed
+        bottom = w.sum(1, keepdims=True) if np.all(den == 1) else w @ den.reshape(S * L, N).T
+        v = top / bottom
     return v.reshape(-1, S, L)
 
 
@@ -165,16 +162,35 @@ def _draws(S: int, N: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     N = 0), from a fixed generator; the same for every row with the same S and N."""
     rng = np.random.default_rng(seed)
     seed_idx = rng.integers(0, S, size=(N_BOOT, S))
-    w = rng.multinomial(N, np.full(N, 1.0 / N), size=N_BOOT).astype(float) if N else None
+    w = None
+    if N:  # multinomial counts of N draws with replacement, per replicate (bincount: 10x numpy's multinomial)
+        idx = rng.integers(0, N, size=(N_BOOT, N)) + (np.arange(N_BOOT) * N)[:, None]
+        w = np.bincount(idx.ravel(), minlength=N_BOOT * N).reshape(N_BOOT, N).astype(float)
     for a in (seed_idx, w):
         if a is not None:
             a.setflags(write=False)  # shared between rows through the cache
     return seed_idx, w
 
 
+def _per_sample_diff(runs_m: list[RunPreds], runs_r: list[RunPreds], summ: Summary, metric: str, dataset: str,
+                     sign: float) -> np.ndarray:
+    """(S, N) per-sample paired differences whose mean over samples is each seed's summary difference
+    (each metric is sum(num) / sum(den) with den the same for both models, and every summary is
+    linear in the per-level values)."""
+    y = runs_m[0].labels
+    t = []
+    for runs in (runs_m, runs_r):
+        p = np.stack([np.stack([r.preds[lv] for lv in summ.levels]) for r in runs])  # (S, L, N)
+        num, den = sample_terms(metric, p, np.broadcast_to(y, p.shape), dataset)
+        t.append(num * (p.shape[-1] / den.sum(-1, keepdims=True)))
+    return sign * summ.fn(np.swapaxes(t[0] - t[1], 1, 2))  # (S, N, L) -> (S, N)
+
+
 def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenario, summ: Summary,
                 metric: str, seed: int = 0, ref_scenario: str | None = None) -> dict | None:
-    """One row of comparisons.csv, or None when the two models share no seed with every level.
+    """One row of comparisons.csv before multiplicity control (its verdict is the row's own, at 5 %),
+    or None when the two models share no seed with every level. Keys starting with '_' are for
+    verdicts.decide: '_comp' the variance components (None without predictions), '_higher'.
 
     ref_scenario: the reference's runs come from this scenario instead of `sc` (same levels and
     evaluation masks per seed), e.g. one model's `known` arm against its own `unknown` arm."""
@@ -217,38 +233,70 @@ def compare_one(res: StudyResults, cube: Cube, model: str, ref: str, sc: Scenari
         lo = diff
     if math.isfinite(hi) and diff - tol <= hi < diff:
         hi = diff
-    v = verdict(lo, hi, dir_better)
     fb = boot[np.isfinite(boot)]
     se = float(fb.std(ddof=1)) if fb.size > 1 else math.nan
+    if math.isfinite(se) and se <= 1e-12 * max(1.0, abs(diff)):
+        se = 0.0  # identical predictions: every replicate is the same number
     mde = Z_POWER * se if math.isfinite(se) else math.nan
-    need = math.nan
-    if v == NDD and math.isfinite(se) and diff != 0:
-        need = float(math.ceil(S * (Z_POWER * se / abs(diff)) ** 2))
+    margin = V.margin_for(res.study, metric)
+    comp = V.components(_per_sample_diff(runs_m, runs_r, summ, metric, dataset, sign)) if usable else None
+    se_t, df = V.test_se(se, comp, d)
+    v = V.verdict_of(diff, V.p_difference(diff, se_t, df), V.p_equivalence(diff, se_t, margin, df), dir_better)
     # per-seed summaries (for effective robustness the per-seed drops sum_i f_i - f_0, whose better
     # side is the metric's: a smaller MAE increase, a smaller accuracy loss)
     pi = p_improvement(summ.fn(a), summ.fn(b), higher)
     return {"model": model, "reference": ref, "scenario": sc.name, "summary": summ.name, "metric": metric,
-            "diff": diff, "ci_low": lo, "ci_high": hi, "p_improvement": pi, "n_seeds": S,
-            "n_samples": n_samples, "verdict": v, "mde_80": mde, "seeds_needed": need}
+            "diff": diff, "ci_low": lo, "ci_high": hi, "se": se, "se_test": se_t, "df": df, "p_improvement": pi, "n_seeds": S,
+            "n_samples": n_samples, "verdict": v, "mde_80": mde, "_comp": comp, "_higher": dir_better}
+
+
+def _frame(res: StudyResults, rows: list[dict]) -> tuple[pd.DataFrame, list]:
+    comps = [r.pop("_comp") for r in rows]
+    higher = [r.pop("_higher") for r in rows]
+    f = V.decide(pd.DataFrame(rows, columns=list(BASE_COLUMNS)), res.study, comps, higher)
+    return f[list(COLUMNS)], comps
 
 
 def comparisons_frame(res: StudyResults, cube: Cube) -> pd.DataFrame:
-    """comparisons.csv: every model of the study against the reference model (empty without one)."""
+    """comparisons.csv: every model of the study against the reference model, and each tuned model
+    against its default arm (empty without either), with the verdicts of verdicts.decide."""
+    return comparisons_with_components(res, cube)[0]
+
+
+def comparisons_with_components(res: StudyResults, cube: Cube) -> tuple[pd.DataFrame, list]:
     st = res.study
-    ref = st.reference_model
     rows = []
-    if ref:
-        for sc in st.scenarios:
-            metrics = NUMERIC_METRICS[st.dataset] if sc.numeric else SUBSET_METRICS
-            for m in st.all_models:
-                if m == ref:
-                    continue
-                for summ in summaries(sc):
-                    for metric in metrics:
-                        r = compare_one(res, cube, m, ref, sc, summ, metric)
-                        if r is not None:
-                            rows.append(r)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    for sc in st.scenarios:
+        metrics = NUMERIC_METRICS[st.dataset] if sc.numeric else SUBSET_METRICS
+        for m, ref in _pairs(st):
+            for summ in summaries(sc):
+                for metric in metrics:
+                    r = compare_one(res, cube, m, ref, sc, summ, metric)
+                    if r is not None:
+                        rows.append(r)
+    return _frame(res, rows)
+
+
+def _pairs(st) -> list[tuple[str, str]]:
+    ref = st.reference_model
+    out = [(m, ref) for m in st.all_models if ref and m != ref]
+    return out + [p for p in V.headline_pairs(st) if p not in out]
+
+
+def headline_frame(res: StudyResults, cube: Cube) -> tuple[pd.DataFrame, list]:
+    """Only the headline rows (what the runner's rounds need; the same numbers as comparisons.csv's)."""
+    st = res.study
+    metric = V.objective_metric(st)
+    rows = []
+    for sc in st.scenarios:
+        summ = next((s for s in summaries(sc) if s.name == V.headline_summary(sc.numeric)), None)
+        if summ is None:
+            continue
+        for m, ref in V.headline_pairs(st):
+            r = compare_one(res, cube, m, ref, sc, summ, metric)
+            if r is not None:
+                rows.append(r)
+    return _frame(res, rows)
 
 
 def variance_sources(res: StudyResults) -> str:

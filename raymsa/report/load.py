@@ -122,6 +122,22 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class SeedPlan:
+    """study.json "seed_plan": the planned looks are at n = initial, initial + step, ..., max seeds."""
+
+    initial: int  # seeds every run gets first
+    max: int  # the cap
+    step: int  # seeds a round adds (0: a single look)
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        out = [self.initial]
+        while self.step > 0 and out[-1] < self.max:
+            out.append(min(out[-1] + self.step, self.max))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     dataset: str
@@ -137,7 +153,6 @@ class Study:
     # seed rounds (study.json 'rounds'): per round its seeds and the 'model__scenario' runs that got
     # them; empty for older studies, where every run has every seed
     rounds: tuple[tuple[tuple[int, ...], tuple[str, ...], str], ...] = ()
-    seed_plan: dict[str, Any] = field(default_factory=dict)  # initial, max, step, looks
 
     def expected_seeds(self, model: str, scenario: str) -> tuple[int, ...]:
         """The seeds the study trained (or meant to) for one (model, scenario)."""
@@ -145,9 +160,6 @@ class Study:
             return self.seeds
         key = f"{model}__{scenario}"
         return tuple(s for seeds, runs, _ in self.rounds if key in runs for s in seeds)
-
-    def seed_max(self) -> int:
-        return int(self.seed_plan.get("max", len(self.seeds)))
     # label -> registered model (a study's labels may be variants of one model); older files: identity
     model_of: dict[str, str] = field(default_factory=dict)
     # tuned label -> its default arm's label (search.default_arm); older files: none
@@ -155,6 +167,8 @@ class Study:
 
     def registry_name(self, label: str) -> str:
         return self.model_of.get(label, label)
+    seed_plan: SeedPlan | None = None  # adaptive seeding; None = one look at the seeds run
+    equivalence_margin: dict[str, float] = field(default_factory=dict)  # config.report.equivalence_margin
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -317,7 +331,8 @@ def read_study_json(path: Path) -> Study:
         created=str(d.get("created", "")),
         search_repeats=_repeats(d, path),
         rounds=_rounds(d, path),
-        seed_plan=_seed_plan(d, path, seeds),
+        seed_plan=_seed_plan(d, path),
+        equivalence_margin=_margins(d, path),
         model_of=_model_of(d, path, models, ref),
         default_arms=_default_arms(d, path, models),
     )
@@ -340,15 +355,6 @@ def _rounds(d: dict, path: Path) -> tuple:
     return tuple(out)
 
 
-def _seed_plan(d: dict, path: Path, seeds: list[int]) -> dict[str, Any]:
-    raw = d.get("seed_plan")
-    if raw is None:  # older studies: every run got every seed, one look
-        return {"initial": list(seeds), "max": len(seeds), "step": 0, "looks": [len(seeds)]}
-    if not isinstance(raw, dict) or not isinstance(raw.get("max"), int) or not isinstance(raw.get("looks"), list):
-        raise ReportError(f"{path}: key 'seed_plan': expected {{initial, max, step, looks}}, got {raw!r}")
-    return dict(raw)
-
-
 def _model_of(d: dict, path: Path, models: list[str], ref: str | None) -> dict[str, str]:
     raw = d.get("model_of")
     labels = models + ([ref] if ref and ref not in models else [])
@@ -369,6 +375,34 @@ def _default_arms(d: dict, path: Path, models: list[str]) -> dict[str, str]:
     if unknown:
         raise ReportError(f"{path}: key 'default_arms': {unknown} not among 'models'")
     return dict(raw)
+
+
+def _seed_plan(d: dict, path: Path) -> SeedPlan | None:
+    p = d.get("seed_plan")
+    if p is None:
+        return None
+    if not isinstance(p, dict):
+        raise ReportError(f"{path}: key 'seed_plan': expected an object, got {p!r}")
+    init = _req(p, "initial", list, path, "seed_plan.")
+    mx = p.get("max", len(init))
+    step = p.get("step", 0)
+    for k, v in (("max", mx), ("step", step)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ReportError(f"{path}: key 'seed_plan.{k}': expected an integer >= 0, got {v!r}")
+    if not init or mx < len(init):
+        raise ReportError(f"{path}: key 'seed_plan': needs 1 <= len(initial) <= max, got {len(init)} and {mx}")
+    return SeedPlan(initial=len(init), max=mx, step=step)
+
+
+def _margins(d: dict, path: Path) -> dict[str, float]:
+    rep = (d.get("config") or {}).get("report") or {}
+    m = rep.get("equivalence_margin") or {} if isinstance(rep, dict) else {}
+    if not isinstance(m, dict):
+        raise ReportError(f"{path}: key 'config.report.equivalence_margin': expected an object, got {m!r}")
+    for k, v in m.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ReportError(f"{path}: key 'config.report.equivalence_margin.{k}': expected a number > 0, got {v!r}")
+    return {str(k): float(v) for k, v in m.items()}
 
 
 def _repeats(d: dict, path: Path) -> int:

@@ -221,7 +221,7 @@ def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
     n = max(len(d) for _, d in panels)
     fig = _new((6.0 * len(panels), 0.8 + 0.32 * n))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    colors = {"better": "#2ca02c", "worse": "#d62728", "no detectable difference": "#555555"}
+    colors = {"better": "#2ca02c", "worse": "#d62728", "equivalent": "#1f77b4", "inconclusive": "#555555"}
     for ax, (title, d) in zip(axes, panels):
         y = np.arange(len(d))[::-1]
         for yi, (_, r) in zip(y, d.iterrows()):
@@ -231,9 +231,10 @@ def comparisons_plot(res: StudyResults, comp, path: Path) -> bool:
                 ax.plot([lo, hi], [yi, yi], color=col, lw=2)
             ax.plot([r["diff"]], [yi], "o", color=col)
         ax.axvline(0.0, color="#999999", lw=1, ls="--")
-        ax.set_yticks(y, [f"{r['model']} · {r['scenario']} · {r['summary']}" for _, r in d.iterrows()], fontsize=7)
+        ax.set_yticks(y, [f"{r['model']} vs {r['reference']} · {r['scenario']} · {r['summary']}"
+                          for _, r in d.iterrows()], fontsize=7)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(f"vs {res.study.reference_model}, 95 % paired bootstrap CI", fontsize=8)
+        ax.set_xlabel("95 % paired bootstrap CI (unadjusted; verdicts adjusted)", fontsize=8)
     _save(fig, path)
     return True
 

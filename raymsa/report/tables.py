@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from raymsa import metrics as M
@@ -306,41 +307,94 @@ def _interval(r, metric: str) -> str:
             f"[95 % CI {fmt_value(r['ci_low'], metric, signed=True)}, {fmt_value(r['ci_high'], metric, signed=True)}]")
 
 
-def comparison_sentence(r) -> str:
+def _p(v: float) -> str:
+    if v is None or not math.isfinite(v):
+        return DASH
+    return f"{v:.3f}" if v >= 0.001 else "<0.001"
+
+
+def comparison_sentence(r, why: str = "") -> str:
     """One Summary sentence from a comparisons.csv row."""
     metric = r["metric"]
     what = ("effective robustness" if r["summary"] == "effective robustness"
             else f"{r['summary']} difference")
     over = f"{int(r['n_seeds'])} seed(s)" + (f" × {int(r['n_samples'])} test samples" if r["n_samples"] else "")
-    pi = "" if not math.isfinite(r["p_improvement"]) else f", P(improvement) {r['p_improvement']:.2f}"
+    adj = "Holm" if r["family"] == "headline" else "BH"
     text = (f"{r['scenario']}, test {name(metric)}, {r['model']} vs {r['reference']}: {what} "
-            f"{_interval(r, metric)} over {over}{pi}: {r['verdict']}")
-    if r["verdict"] == "no detectable difference":
-        if math.isfinite(r["mde_80"]):
-            text += (f"; the smallest difference detectable at 80 % power is {fmt_value(r['mde_80'], metric)}")
-        if math.isfinite(r["seeds_needed"]):
-            text += f", and the observed difference would need about {int(r['seeds_needed'])} seeds"
+            f"{_interval(r, metric)} over {over}; p {_p(r['p_value'])} ({adj}-adjusted {_p(r['p_adjusted'])}), "
+            f"equivalence within ±{fmt_value(r['margin'], metric)} p {_p(r['p_equivalence'])} "
+            f"(adjusted {_p(r['p_equivalence_adjusted'])}): {r['verdict']}")
+    if math.isfinite(r["floor"]):
+        text += f"; smallest margin supportable ±{fmt_value(r['floor'], metric)}"
+    if why:
+        text += f"; {why}"
     return text + "."
 
 
 def headline_rows(res: StudyResults, comp: pd.DataFrame) -> pd.DataFrame:
-    """The rows the Summary speaks of: MAE mean over levels (subset: Avg) and MAE effective robustness."""
+    """The headline family's rows (verdicts.py)."""
     if comp.empty:
         return comp
-    keep = comp["metric"].eq("MAE") & comp["summary"].isin(
-        ["mean over levels", "Avg (incomplete subsets)", "effective robustness"])
-    return comp[keep]
+    return comp[comp["family"] == "headline"]
 
 
-def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame, comp: pd.DataFrame | None = None) -> list[str]:
+def procedure_sentence(res: StudyResults, comp: pd.DataFrame) -> str:
+    from raymsa.report.verdicts import objective_metric, plan_of
+
+    st = res.study
+    h = headline_rows(res, comp)
+    plan = plan_of(st)
+    looks = plan.looks
+    seq = (f"; seeds were added in rounds (looks at {', '.join(map(str, looks))} seeds), so each look spends "
+           "part of the 5 % by Lan-DeMets alpha spending with a Pocock-type function, the p-values weighted "
+           "by the look's share (docs/report.md)") if len(looks) > 1 else ""
+    counts = h["verdict"].value_counts()
+    return (f"Headline family ({len(h)} comparisons: each model against the reference, and each tuned model "
+            f"against its default arm, per scenario, on the search objective {name(objective_metric(st))}, mean "
+            f"over levels (subset scenarios: Avg of the incomplete subsets)): Holm-adjusted p-values, family-wise "
+            f"error 5 %; equivalence = two one-sided tests against ±margin at the same adjusted level{seq}. "
+            "Verdicts: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
+                                     ("better", "worse", "equivalent", "inconclusive")) + ".")
+
+
+def resolution_sentence(res: StudyResults, comp: pd.DataFrame) -> str | None:
+    """What size of difference the study can resolve, from the headline rows' floors."""
+    from raymsa.report.verdicts import plan_of
+
+    h = headline_rows(res, comp)
+    h = h[np.isfinite(h["floor_samples"].to_numpy(float))] if not h.empty else h
+    if h.empty:
+        return None
+    metric = h["metric"].iloc[0]
+    f = lambda col: fmt_value(float(np.median(h[col].to_numpy(float))), metric)  # noqa: E731
+    cap = plan_of(res.study).max
+    return (f"{res.study.dataset.upper()}, {int(h['n_samples'].iloc[0])} test samples: at the seeds run the headline "
+            f"comparisons can call two models equivalent only within ±{f('floor')} {name(metric)} (median over the "
+            f"{len(h)} headline rows; test-sample part ±{f('floor_samples')}, seed part ±{f('floor_seeds')}); at "
+            f"the seed cap ({cap}) ±{f('floor_at_max')}, and no number of seeds brings it below ±{f('floor_limit')} "
+            f"(the part every seed shares: the test set's own bound).")
+
+
+def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame, comp: pd.DataFrame | None = None,
+                  reasons: dict | None = None) -> list[str]:
     st = res.study
     facts = []
+    reasons = reasons or {}
     if comp is not None and not comp.empty:
-        facts += [comparison_sentence(r) for _, r in headline_rows(res, comp).iterrows()]
-        counts = comp["verdict"].value_counts()
-        facts.append(f"All {len(comp)} rows of comparisons.csv (every scenario, summary and resampled metric): "
-                     + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
-                                 ("better", "worse", "no detectable difference")) + ".")
+        h = headline_rows(res, comp)
+        if not h.empty:
+            facts.append(procedure_sentence(res, comp))
+            facts += [comparison_sentence(r, reasons.get((r["model"], r["reference"], r["scenario"]), ""))
+                      for _, r in h.iterrows()]
+            if (rs := resolution_sentence(res, comp)):
+                facts.append(rs)
+        ex = comp[comp["family"] == "exploratory"]
+        if not ex.empty:
+            counts = ex["verdict"].value_counts()
+            facts.append(f"The other {len(ex)} rows of comparisons.csv are exploratory (every scenario, summary "
+                         "and resampled metric; Benjamini-Hochberg q-values, false discovery rate 5 %): "
+                         + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
+                                     ("better", "worse", "equivalent", "inconclusive")) + ".")
     elif not st.reference_model:
         facts.append("No reference model: no comparisons.")
     n_runs = len(st.all_models) * len(st.scenarios) * len(st.seeds)
@@ -350,6 +404,38 @@ def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame, comp: pd.Dat
     if st.smoke:
         facts.append("This is a smoke study: tiny data and budgets, the numbers test the pipeline only.")
     return facts
+
+
+def _cell_ci(r, m: str) -> str:
+    return f"[{fmt_value(r['ci_low'], m, signed=True)}, {fmt_value(r['ci_high'], m, signed=True)}]"
+
+
+def _num(v: float) -> str:
+    return "" if not math.isfinite(v) else str(int(v))
+
+
+def headline_table(res: StudyResults, comp: pd.DataFrame, reasons: dict) -> Table | None:
+    h = headline_rows(res, comp)
+    if h.empty:
+        return None
+    rows = []
+    for _, r in h.iterrows():
+        m = r["metric"]
+        rows.append([r["model"], r["reference"], r["scenario"], fmt_value(r["diff"], m, signed=True), _cell_ci(r, m),
+                     _p(r["p_adjusted"]), _p(r["p_equivalence_adjusted"]), f"±{fmt_value(r['margin'], m)}",
+                     r["verdict"], f"{int(r['n_seeds'])} (look {int(r['look'])})",
+                     f"±{fmt_value(r['floor'], m)} ({fmt_value(r['floor_samples'], m)} / {fmt_value(r['floor_seeds'], m)})",
+                     f"±{fmt_value(r['floor_at_max'], m)}", f"±{fmt_value(r['floor_limit'], m)}",
+                     _num(r["seeds_needed"]), reasons.get((r["model"], r["reference"], r["scenario"]), "")])
+    return Table(
+        title=f"Headline family: test {unit_name(h['metric'].iloc[0])}, Holm-adjusted (family-wise 5 %)",
+        columns=["Model", "Reference", "Scenario", "Diff", "95 % CI", "p (Holm)", "TOST p (Holm)", "Margin",
+                 "Verdict", "Seeds", "Floor (samples / seeds)", "Floor at cap", "Floor, any seeds", "Seeds needed",
+                 "Why it stopped"], rows=rows,
+        note="Floor = the smallest equivalence margin the row could support at its adjusted level (z × SE), split "
+             "in quadrature into its test-sample and seed parts; at cap: projected to the seed plan's maximum; any "
+             "seeds: the part of the test-sample noise every seed shares. Seeds needed: seeds at which the observed "
+             "difference would resolve with 80 % power (empty: none would). Accuracies ×100.")
 
 
 def comparison_tables(res: StudyResults, comp: pd.DataFrame) -> list[Table]:
@@ -362,18 +448,20 @@ def comparison_tables(res: StudyResults, comp: pd.DataFrame) -> list[Table]:
         rows = []
         for _, r in c.iterrows():
             m = r["metric"]
-            rows.append([r["model"], r["summary"], unit_name(m), fmt_value(r["diff"], m, signed=True),
-                         f"[{fmt_value(r['ci_low'], m, signed=True)}, {fmt_value(r['ci_high'], m, signed=True)}]",
+            rows.append([r["model"], r["reference"], r["summary"], unit_name(m), r["family"],
+                         fmt_value(r["diff"], m, signed=True), _cell_ci(r, m),
                          DASH if not math.isfinite(r["p_improvement"]) else f"{r['p_improvement']:.2f}",
-                         f"{int(r['n_seeds'])} × {int(r['n_samples'])}", r["verdict"],
-                         fmt_value(r["mde_80"], m),
-                         "" if not math.isfinite(r["seeds_needed"]) else str(int(r["seeds_needed"]))])
+                         f"{int(r['n_seeds'])} × {int(r['n_samples'])}", _p(r["p_adjusted"]),
+                         _p(r["p_equivalence_adjusted"]), r["verdict"], fmt_value(r["floor"], m),
+                         fmt_value(r["mde_80"], m), _num(r["seeds_needed"])])
         out.append(Table(
-            title=f"{sc.name}: each model minus {c['reference'].iloc[0]}, paired by seed, test",
-            columns=["Model", "Summary", "Metric", "Diff", "95 % CI", "P(improvement)", "Seeds × samples",
-                     "Verdict", "MDE (80 %)", "Seeds needed"], rows=rows,
-            note="Accuracies ×100. Effective robustness: positive = loses less than the reference. "
-                 "Samples 0 = test samples not resampled (no preds.npz)."))
+            title=f"{sc.name}: each model minus its reference, paired by seed, test",
+            columns=["Model", "Reference", "Summary", "Metric", "Family", "Diff", "95 % CI", "P(improvement)",
+                     "Seeds × samples", "p (adj.)", "TOST p (adj.)", "Verdict", "Floor", "MDE (80 %)",
+                     "Seeds needed"], rows=rows,
+            note="p (adj.): Holm for the headline family, Benjamini-Hochberg q for exploratory rows. Accuracies ×100. "
+                 "Effective robustness: positive = loses less than the reference. Samples 0 = test samples not "
+                 "resampled (no preds.npz)."))
     return out
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raymsa.config import ConfigError, StrictModel, apply_overrides, load_yaml
+from raymsa.metrics import METRIC_DIRECTION
 from raymsa.missing import ScenarioConfig
 from raymsa.resources import packaged_dir, resolve_named, resolve_path
 from raymsa.search.space import SearchSpace, load_space
@@ -143,9 +144,22 @@ class StudyResources(StrictModel):
     amp: bool = False
 
 
-class StudyReport(StrictModel):
+class ReportSettings(StrictModel):
     ablation_of: str | None = Field(None, description="a label of `models`: the full model; every other entry "
                                     "is a variant with a component switched off (the report's ablation table)")
+    equivalence_margin: dict[str, float] = Field(default_factory=dict, description=(
+        "per metric, the difference below which two models count as equivalent (raw units: accuracies "
+        "in 0..1); metrics not named keep the report's defaults (MAE 0.02, accuracies 0.01: "
+        "raymsa/report/verdicts.py, docs/report.md)"))
+
+    @model_validator(mode="after")
+    def _check(self) -> ReportSettings:
+        for k, v in self.equivalence_margin.items():
+            if k not in METRIC_DIRECTION:
+                raise ValueError(f"equivalence_margin.{k}: not a metric ({', '.join(sorted(METRIC_DIRECTION))})")
+            if not v > 0:
+                raise ValueError(f"equivalence_margin.{k}: must be > 0, got {v}")
+        return self
 
 
 class StudyConfig(StrictModel):
@@ -163,7 +177,7 @@ class StudyConfig(StrictModel):
     resources: StudyResources = StudyResources()
     cross_scenario: bool = Field(True, description="test each scenario's best config under every other scenario")
     smoke: dict[str, Any] | None = Field(None, description="overlay applied by --smoke")
-    report: StudyReport = StudyReport()
+    report: ReportSettings = ReportSettings()
 
     @field_validator("seeds", mode="before")
     @classmethod
