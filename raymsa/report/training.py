@@ -80,13 +80,13 @@ def training_section(res: StudyResults, frame: pd.DataFrame) -> Section:
 def seeds_section(res: StudyResults) -> Section | None:
     """The seed rounds of an adaptive study: which runs got which seeds, and why."""
     st = res.study
-    if len(st.rounds) <= 1 and st.seed_max() <= len(st.seed_plan.get("initial", st.seeds)):
-        return None
     plan = st.seed_plan
+    if plan is None or (len(st.rounds) <= 1 and plan.max <= plan.initial):
+        return None
     s = Section("Seeds", [
-        f"Seeds were added in rounds: {len(plan.get('initial', []))} initial, then {plan.get('step')} more per "
-        f"round to the headline comparisons still open, up to {plan.get('max')} (looks planned at "
-        f"{', '.join(map(str, plan.get('looks', [])))} seeds; docs/report.md, 'Seeds where they are needed')."])
+        f"Seeds were added in rounds: {plan.initial} initial, then {plan.step} more per round to the "
+        f"headline comparisons still open, up to {plan.max} (looks planned at "
+        f"{', '.join(map(str, plan.looks))} seeds; docs/report.md, 'Seeds where they are needed')."])
     rows = [[str(i), ", ".join(map(str, seeds)), str(len(runs)), why] for i, (seeds, runs, why) in enumerate(st.rounds)]
     s.add(Table(title="Seed rounds", columns=["Round", "Seeds", "Runs (model × scenario)", "Why"], rows=rows))
     return s
