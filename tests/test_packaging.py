@@ -61,7 +61,8 @@ def test_a_users_study_finds_its_own_spaces_first(tmp_path, monkeypatch):
     # late_fusion's space is not beside it: the packaged one
     from raymsa.search.space import load_space
 
-    assert spaces["late_fusion"].params == load_space(ROOT / "search_spaces" / "late_fusion.yaml").params
+    packaged = load_space(ROOT / "search_spaces" / "late_fusion.yaml").select(study.search.groups)
+    assert spaces["late_fusion"].params == packaged.params
     (mine / "study.yaml").write_text(raw.replace("search_space: fsrf.yaml", "search_space: missing_space"))
     with pytest.raises(ConfigError, match=r"models\.fsrf\.search_space: missing_space: no such search space "
                                           r"\(looked in .*my_project, .*search_spaces\)"):

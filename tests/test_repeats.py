@@ -21,6 +21,7 @@ def test_repeats_search_with_their_own_seeds_and_pair_with_seeds(tmp_path, monke
     def fake_search(space, base, data, tr, *, seed, study_name, **kw):
         calls.append((tr.name, seed, study_name))
         return {"params": {"train.lr": 1e-3 * (1 + seed)}, "value": 1.0 / (1 + seed), "importances": {},
+                "group_importances": {},
                 "trials": [{"trial": 1, "objective": 1.0, "epochs": 2}]}
 
     monkeypatch.setattr(R, "run_search", fake_search)

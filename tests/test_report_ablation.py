@@ -1,6 +1,6 @@
 """The ablation table (raymsa.report.ablation) on a fabricated study whose values are known: a
 variant that loses exactly 0.1 MAE in every seed must read Δ +0.100 with a point interval and
-'worse'; one that differs by ±0.01 around the full model must read 'no detectable difference';
+'worse'; one that differs by ±0.01 around the full model must read 'inconclusive';
 a study without report.ablation_of gets no table."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_ablation_rows_against_the_full_model(tmp_path):
     assert nd[col["intra: Δ vs fsrf [95% CI]"]] == "+0.100 [+0.100, +0.100] (n=3)"
     assert nd[col["intra: verdict"]] == "worse" and nd[col["inter: verdict"]] == "worse"
     na = rows["fsrf_no_align"]
-    assert na[col["intra: verdict"]] == "no detectable difference"
+    assert na[col["intra: verdict"]] == "inconclusive"
     assert na[col["intra: Δ vs fsrf [95% CI]"]].startswith("+0.003 [")  # (0.01 - 0.01 + 0.01) / 3
 
 

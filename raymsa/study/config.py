@@ -305,7 +305,7 @@ def blame_overrides(err: ValidationError, source: str, overrides: list[str]) -> 
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         if not loc and msg.startswith("Value error, ") and ":" in msg:
             # a check across fields (StudyConfig._check) names its key at the start of the message
             loc, msg = msg[len("Value error, "):].split(":", 1)

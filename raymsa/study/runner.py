@@ -312,12 +312,13 @@ class StudyRunner:
             self.log(f"[raymsa]   warning: {len(bad)} run(s) diverged, their predictions left the label range: "
                      f"{', '.join(bad)}; the report flags them")
 
-    def retrain_jobs(self, bests: dict[tuple[str, str], list[dict[str, Any]]], seeds: list[int],
+    def retrain_jobs(self, bests: dict[tuple[str, str], list[dict[str, Any]]], seeds: list[int] | None = None,
                      pairs: list[str] | None = None, first: int = 0) -> dict[str, Job]:
-        """Every (model, scenario, seed) run of `seeds` (and of `pairs`, 'model__scenario'; None =
-        all) whose eval.csv is not there yet. bests holds one best per search repeat; the study's j-th
-        seed (counting from `first`) is retrained with repeat j mod repeats."""
+        """Every (model, scenario, seed) run of `seeds` (None = the initial seeds) and of `pairs`
+        ('model__scenario'; None = all) whose eval.csv is not there yet. bests holds one best per
+        search repeat; the study's j-th seed (counting from `first`) is retrained with repeat j mod repeats."""
         s = self.study
+        seeds = list(s.seeds.initial) if seeds is None else seeds
         jobs = {}
         for scenario in s.scenarios:
             eval_scenarios = s.scenarios if s.cross_scenario else [scenario]
