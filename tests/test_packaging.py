@@ -133,4 +133,6 @@ def test_the_wheel_runs_the_smoke_study_from_an_unrelated_folder(tmp_path):
     assert f"({site / 'raymsa' / 'studies' / 'fsrf_sweep.yaml'})" in run.stdout
     out = elsewhere / "out" / "fsrf_sweep-smoke"
     assert (out / "report" / "report.html").is_file()
-    assert len(list((out / "runs").glob("*/eval.csv"))) == 2  # fsrf and late_fusion, one seed
+    runs = sorted(p.parent.name for p in (out / "runs").glob("*/eval.csv"))
+    # fsrf (tuned), its default arm and late_fusion, one seed
+    assert [r.split("__")[0] for r in runs] == ["fsrf", "fsrf_default", "late_fusion"], runs

@@ -50,7 +50,7 @@ class Scripted(StudyRunner):
 
     def __init__(self, cfg, out, script):
         super().__init__(cfg, {}, out, resume=False, log=lambda *a: None)
-        self.script, self.trained = list(script), []
+        self.script, self.trained, self.ceilings = list(script), [], []
 
     def retrain(self, bests, rnd=None):
         rnd = rnd or self.rounds[0]
@@ -59,6 +59,10 @@ class Scripted(StudyRunner):
         assert rnd in on_disk
         self.trained.append((tuple(rnd["seeds"]), tuple(rnd["runs"])))
         self.run_seconds.append(10.0)
+
+    def write_ceiling(self):
+        # a real ceiling costs seconds per seed; these tests only check that each round asks for one
+        self.ceilings.append(sorted({seed for r in self.rounds for seed in r["seeds"]}))
 
     def open_pairs(self):
         decisions = self.script.pop(0)
@@ -84,6 +88,7 @@ def test_rounds_add_seeds_only_to_open_pairs_until_resolved(tmp_path):
     assert manifest["seeds"] == [1111, 1112, 1113, 1114, 1115]
     assert manifest["seed_plan"]["looks"] == [3, 5, 7]
     assert "fsrf vs late_fusion under intra" in manifest["rounds"][1]["why"]
+    assert r.ceilings == [[1111, 1112, 1113, 1114, 1115]]  # the new seeds' ceiling after their round
 
 
 def test_rounds_stop_at_the_cap_with_comparisons_still_open(tmp_path):

@@ -12,9 +12,10 @@ import subprocess
 import sys
 
 import pandas as pd
+import yaml
 import pytest
 
-from raymsa.study.config import STUDIES_DIR
+from raymsa.study.config import DEFAULT_SUFFIX, STUDIES_DIR
 
 
 def study_cmd(name, storage, *extra):
@@ -97,6 +98,16 @@ def test_the_resumed_study_has_every_result_and_its_report(lifecycle):
     assert set(ceiling["scenario"]) == {"intra", "subset"} and set(ceiling["seed"]) == {1111}
     assert "Distance to the Bayes ceiling" in html and "Bayes ceiling" in html
     assert "| fsrf" in log  # the summary table printed at the end
+    # timing.csv: a start-up record for every search trial, each under its own trial id (a trial the
+    # scheduler stopped once wrote its record under the id None); the interrupted run's trials keep
+    # theirs (what they cost was spent), each naming a trial of that run's set-aside folder
+    timing = pd.read_csv(out / "timing.csv", keep_default_na=False)
+    for scenario in ["intra", "subset"]:
+        trials = pd.read_csv(out / "search" / f"fsrf__{scenario}" / "trials.csv")
+        startup = set(timing.loc[(timing.phase == f"search__fsrf__{scenario}") & (timing.part == "trial_startup"), "trial"])
+        ran = {d.name.split("_")[2] for run in (out / "tune").glob(f"search__fsrf__{scenario}*")
+               for d in run.glob("_trial_*")}
+        assert set(trials["trial_id"].astype(str)) <= startup <= ran, (startup, ran)
 
     # Tune's TensorBoard event files for every trial, and Optuna's study in its database
     events = list((out / "tune").rglob("events.out.tfevents.*"))
@@ -122,7 +133,14 @@ def test_every_other_study_smokes(tmp_path, ray_cluster, name):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     summary = pd.read_csv(tmp_path / f"{name}-smoke" / "report" / "summary.csv")
-    assert set(summary["model"]) >= {"late_fusion"} and len(set(summary["model"])) >= 2
+    manifest = yaml.safe_load((STUDIES_DIR / f"{name}.yaml").read_text())
+    # every declared model (ablations have no late_fusion) plus the reference; anything else is a
+    # declared model's untuned arm
+    expected = set(manifest["models"]) | ({manifest.get("reference_model")} - {None})
+    extra = set(summary["model"]) - expected
+    assert set(summary["model"]) >= expected and len(expected) >= 2
+    assert all(m.endswith(DEFAULT_SUFFIX) and m[: -len(DEFAULT_SUFFIX)] in manifest["models"] for m in extra), extra
+    assert (manifest.get("search") or {}).get("default_arm", False) or not extra, extra
 
 
 def test_a_bad_study_name_is_refused_by_the_command():
@@ -144,6 +162,7 @@ def test_multi_worker_trials_run_under_ray_train(tmp_path, ray_cluster):
                                     # one search trial and fsrf alone: each TorchTrainer start costs
                                     # ~15 s, and one retrain run exercises the same path again
                                     "--set", "search.trials=1", "--set", "reference_model=null",
+                                    "--set", "search.default_arm=false",
                                     "--set", "models={fsrf: {search_space: fsrf.yaml, config: {variant: tiny}}}"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def _quiet_exit_unraisable(unraisable, _default=sys.__unraisablehook__) -> None:
     _default(unraisable)
 
 
-def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str) -> None:
+def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: str, run: str = "") -> None:
     import logging
 
     sys.unraisablehook = _quiet_exit_unraisable
@@ -126,6 +127,9 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     t0, timing = time.perf_counter(), {}
+    # read now: once the scheduler has stopped the trial its session is gone, and the context then
+    # answers None (every stopped trial's record would land in one None.json)
+    trial_id = tune.get_context().get_trial_id()
     try:
         _train(config, spec, data, storage, timing)
     except Exception as e:
@@ -138,33 +142,39 @@ def _trial(config: dict[str, Any], spec: TrialSpec, data: DataHandle, storage: s
         # final: report it instead, and FatalStopper ends the whole run (run_search/run_jobs raise)
         tune.report({METRIC: math.nan, FATAL: cause})
     finally:  # also for a trial the scheduler stopped: what it spent counts
-        _write_timing(Path(storage), time.perf_counter() - t0, timing)
+        _write_timing(Path(storage), run, trial_id, time.perf_counter() - t0, timing)
 
 
-TIMING_DIR = ".timing"  # under a Tune experiment's folder: one JSON per trial, {"wall": s, "parts": {part: s}}
+# under a Tune experiment's folder: one JSON per trial, {"run": token, "wall": s, "parts": {part: s}}.
+# The token names the Tune run that started the trial: a trial of a killed driver can outlive it and
+# write its record after --resume has set that run aside and started a new one under the same name.
+TIMING_DIR = ".timing"
 
 
-def _write_timing(experiment: Path, wall: float, parts: dict[str, float]) -> None:
+def _write_timing(experiment: Path, run: str, trial_id: str | None, wall: float, parts: dict[str, float]) -> None:
+    if trial_id is None:
+        return
     try:
-        trial_id = tune.get_context().get_trial_id()
         d = experiment / TIMING_DIR
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".{trial_id}.tmp"
-        tmp.write_text(json.dumps({"wall": wall, "parts": parts}))
+        tmp.write_text(json.dumps({"run": run, "wall": wall, "parts": parts}))
         os.replace(tmp, d / f"{trial_id}.json")
     except Exception:  # noqa: BLE001 - a cost record never fails a trial
         pass
 
 
-def trial_timing(experiment: Path) -> list[dict[str, Any]]:
+def trial_timing(experiment: Path, run: str | None = None) -> list[dict[str, Any]]:
     """Rows (trial, part, seconds) of a Tune experiment's trials: the loop's parts, and trial start-up =
     the trial's wall minus them (actor reuse, imports, data mapping, model and optimiser set-up).
-    A trial that starts again (a retry) keeps its last record."""
+    A trial that starts again (a retry) keeps its last record; with `run`, only that Tune run's trials."""
     rows = []
     for f in sorted((experiment / TIMING_DIR).glob("*.json")):
         try:
             rec = json.loads(f.read_text())
         except (OSError, ValueError):
+            continue
+        if run is not None and rec.get("run") != run:
             continue
         parts = {k: float(v) for k, v in rec.get("parts", {}).items()}
         rows.append({"trial": f.stem, "part": "trial_startup", "seconds": max(0.0, rec["wall"] - sum(parts.values()))})
@@ -284,6 +294,7 @@ class TuneRun:
     # set by tuner(): how each trial ended, and the failures that stopped the run
     lines: TrialLines | None = field(default=None, init=False)
     stopper: FatalStopper | None = field(default=None, init=False)
+    run_token: str | None = field(default=None, init=False)
 
     @property
     def path(self) -> Path:
@@ -300,7 +311,9 @@ class TuneRun:
     def tuner(self, spec: TrialSpec, data: DataHandle, *, param_space: dict[str, Any] | None = None,
               tune_config: tune.TuneConfig, resume: bool, shown: list[str] = (), total: int | None = None,
               epochs: int | None = None) -> tune.Tuner:
-        trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, storage=str(self.path)),
+        self.run_token = uuid.uuid4().hex
+        trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, storage=str(self.path),
+                                                             run=self.run_token),
                                         self.resources.for_tune())
         if resume and self.path.exists():
             # An interrupted Tune run is not restored: Tune's restore of a search algorithm's state

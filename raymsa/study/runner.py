@@ -75,7 +75,7 @@ def append_timing(out: Path, rows: list[dict[str, Any]]) -> None:
 
 def phase_timing(phase: str, tr: TuneRun, wall: float) -> list[dict[str, Any]]:
     """A Tune run's rows for timing.csv: each trial's parts, the phase's wall and slot-seconds."""
-    rows = [{"phase": phase, **r} for r in trial_timing(tr.path)]
+    rows = [{"phase": phase, **r} for r in trial_timing(tr.path, tr.run_token)]
     return rows + [{"phase": phase, "trial": "", "part": "wall", "seconds": wall},
                    {"phase": phase, "trial": "", "part": "slot_seconds", "seconds": wall * tr.max_concurrent}]
 
