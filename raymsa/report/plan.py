@@ -5,7 +5,7 @@ From a finished or smoke study's preds.npz: per headline comparison, the varianc
 paired per-sample differences (verdicts.Components), then the seeds at which a zero difference would
 be called equivalent within +-margin with 80 % power at the final look's level, and the test-set
 size at which that becomes possible at the seed plan's cap; the cost in run-minutes from the
-study's timing.csv (phase, trial, part, seconds), else from the runs' run.json wall times.
+runs' run.json ('seconds': each run's training loop time).
 """
 
 from __future__ import annotations
@@ -17,39 +17,25 @@ import pandas as pd
 
 from raymsa.report.load import StudyResults
 
-RETRAIN_PHASES = ("retrain", "run", "train")
-
-
 def run_minutes(res: StudyResults) -> tuple[dict[tuple[str, str], float], str]:
-    """Mean minutes of one retrain run per (model, scenario), and where the figure comes from."""
-    f = res.dir / "timing.csv"
-    if f.is_file():
-        t = pd.read_csv(f)
-        if {"phase", "trial", "seconds"} <= set(t.columns):
-            t = t[t["phase"].astype(str).isin(RETRAIN_PHASES)]
-            per_run = t.groupby(t["trial"].astype(str))["seconds"].sum()
-            out: dict[tuple[str, str], list[float]] = {}
-            for name, sec in per_run.items():
-                parts = name.split("__")
-                if len(parts) >= 3:
-                    out.setdefault((parts[0], parts[1]), []).append(float(sec) / 60)
-            if out:
-                return {k: sum(v) / len(v) for k, v in out.items()}, f"{f} (phase retrain)"
-    out = {}
-    for rj in sorted((res.dir / "runs").glob("*/run.json")):
-        import json
+    """Mean minutes of one retrain run per (model, scenario), from each run's run.json ('seconds':
+    the training loop's time up to its final evaluation). timing.csv cannot say it: its retrain
+    rows are keyed by Tune trial, not by run."""
+    import json
 
+    out: dict[tuple[str, str], list[float]] = {}
+    for rj in sorted((res.dir / "runs").glob("*/run.json")):
         try:
             d = json.loads(rj.read_text())
         except ValueError:
             continue
-        sec = d.get("seconds", d.get("wall_seconds"))
+        sec = d.get("seconds")
         parts = rj.parent.name.split("__")
         if isinstance(sec, (int, float)) and len(parts) >= 3:
             out.setdefault((parts[0], parts[1]), []).append(float(sec) / 60)
     if out:
-        return {k: sum(v) / len(v) for k, v in out.items()}, "no timing.csv: the runs' run.json wall times"
-    return {}, "no timing.csv and no run.json wall times: cost unknown"
+        return {k: sum(v) / len(v) for k, v in out.items()}, "the runs' run.json (training loop seconds per run)"
+    return {}, "no run.json with seconds (runs from before they were recorded): cost unknown"
 
 
 def plan_rows(res: StudyResults, margin: float | None) -> tuple[pd.DataFrame, str]:

@@ -407,6 +407,9 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 "epochs_run": len(history), "cap": tc.epochs, "best_epoch": best_epoch + 1,
                 "stop_reason": stop_reason, "patience": tc.patience, "min_delta": tc.min_delta,
                 "schedule": tc.schedule,
+                # the run's seconds in the loop up to here (train, valid, checkpoints, test pass): what
+                # one more seed of this run costs, for the planning command
+                "seconds": sum(timing.values()) + time.perf_counter() - t_final,
                 "history": [{k: h[k] for k in ("epoch", "stage", "lr", "objective") if k in h} for h in history]})
         timing["diagnostics"] += diag_s
         timing["final_eval"] += time.perf_counter() - t_final - diag_s
