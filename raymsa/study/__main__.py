@@ -1,6 +1,7 @@
 """python -m raymsa.study NAME [--smoke] [--storage DIR] [--address ADDR] [--resume] [--set key=value ...]
 
-NAME is a file in studies/ (fsrf_sweep, senti_ifusion_sweep, compare) or a path to a study YAML.
+NAME is a file in studies/ (fsrf_sweep, senti_ifusion_sweep, compare, references, ablation_fsrf,
+ablation_senti_ifusion) or a path to a study YAML.
 For each scenario: search each model's loss weights and temperatures (Optuna in Ray Tune, on
 validation), retrain the best config with every seed, test it on the scenario's grid and under
 every other scenario; then write the report to <storage>/<name>/report/.
