@@ -213,3 +213,21 @@ def test_halving_rungs_count_judged_epochs():
     # a trial better than a at its second judged epoch goes on, a repeated report changes nothing
     for e, v in [(1, nan), (2, 0.6), (3, 0.4), (3, 0.4)]:
         assert h.on_trial_result(None, c, {"epoch": e, "objective": v, "best_objective": v}) == TrialScheduler.CONTINUE
+
+
+def test_a_resumed_search_does_not_queue_its_warm_start_twice(tmp_path):
+    """A study killed after OptunaSearch enqueued its warm-start points keeps them as WAITING trials,
+    which Optuna hands out first; enqueued again on --resume, each would run twice."""
+    import optuna
+
+    from raymsa.search.tune import _not_yet_queued
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    warm = [{"model.w_sim": 0.1234567891234, "train.lr": 2.1e-3}, {"model.w_sim": 0.5, "train.lr": 1e-3}]
+    assert _not_yet_queued(warm, storage, "s") == warm  # a new study: every point runs
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial(warm[0])
+    assert _not_yet_queued(warm, storage, "s") == [warm[1]]
+    # a point the killed run already ran is queued again: its result went with the set-aside Tune run
+    study.tell(study.ask(), 1.0)
+    assert _not_yet_queued(warm, storage, "s") == warm

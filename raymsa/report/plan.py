@@ -103,7 +103,7 @@ def main_plan(argv: list[str]) -> int:
     m = lambda v, d: "unknown" if not math.isfinite(v) else f"{v:.{d}f}"  # noqa: E731
     rows = [[r.model, r.reference, r.scenario, f"±{r.margin:g}", f"{r.n_seeds} × {r.n_samples}", f(r.rho, 2),
              f(r.floor_now), f(r.floor_limit), f(r.seeds_needed, 0), f(r.test_size_needed_at_cap, 0),
-             m(r.minutes_per_seed, 1), m(r.minutes_for_seeds_needed, 0)] for r in df.itertuples()]
+             m(r.minutes_per_seed, 2), m(r.minutes_for_seeds_needed, 0)] for r in df.itertuples()]
     print(table_markdown(Table("", ["Model", "Reference", "Scenario", "Margin", "Seeds × samples", "rho",
                                     "Floor now", "Floor, any seeds", "Seeds needed", f"Test size needed at {plan.max} seeds",
                                     "Run-min per seed", "Run-min for seeds needed"], rows)))

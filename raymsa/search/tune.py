@@ -342,6 +342,23 @@ class TuneRun:
             raise FatalError(f"{self.name}: {self.stopper.causes[0]} (not retried; Tune run in {self.path})")
 
 
+def _not_yet_queued(points: list[dict[str, Any]], storage, study_name: str) -> list[dict[str, Any]]:
+    """The warm-start points not already waiting in a resumed Optuna study. OptunaSearch enqueues
+    its points_to_evaluate on every start, and a study killed after enqueuing but before running
+    them still holds them as WAITING trials, which Optuna hands out first: enqueued again, each
+    would run twice. (Optuna's skip_if_exists would also skip points the killed run finished, whose
+    results went with the set-aside Tune run.)"""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # a new study
+        return points
+    waiting = [t.system_attrs.get("fixed_params") for t in
+               study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
+    return [p for p in points if p not in waiting]
+
+
 def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: TuneRun, *, trials: int,
                startup_trials: int, epochs: int, grace_period: int, reduction_factor: float, seed: int,
                mode: str, optuna_storage: str | None = None, study_name: str | None = None,
@@ -387,6 +404,8 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         raise ValueError(f"sampler must be 'tpe' or 'random', got {sampler!r}")
     warm = [{k: w["params"][k] for k in space.params} for w in warm_start
             if all(k in w["params"] for k in space.params)]
+    if warm and storage is not None:
+        warm = _not_yet_queued(warm, storage, study_name)
     searcher = ConcurrencyLimiter(OptunaSearch(
         space=space.optuna_space(), metric=METRIC, mode=mode, sampler=ot_sampler,
         storage=storage, study_name=study_name, points_to_evaluate=warm or None,
