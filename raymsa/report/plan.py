@@ -10,6 +10,7 @@ runs' run.json ('seconds': each run's training loop time).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -21,8 +22,6 @@ def run_minutes(res: StudyResults) -> tuple[dict[tuple[str, str], float], str]:
     """Mean minutes of one retrain run per (model, scenario), from each run's run.json ('seconds':
     the training loop's time up to its final evaluation). timing.csv cannot say it: its retrain
     rows are keyed by Tune trial, not by run."""
-    import json
-
     out: dict[tuple[str, str], list[float]] = {}
     for rj in sorted((res.dir / "runs").glob("*/run.json")):
         try:

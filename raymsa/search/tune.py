@@ -404,7 +404,7 @@ def run_search(space: SearchSpace, base: dict[str, Any], data: DataHandle, tr: T
         raise ValueError(f"sampler must be 'tpe' or 'random', got {sampler!r}")
     warm = [{k: w["params"][k] for k in space.params} for w in warm_start
             if all(k in w["params"] for k in space.params)]
-    if warm and storage is not None:
+    if warm and storage is not None and study_name is not None:
         warm = _not_yet_queued(warm, storage, study_name)
     searcher = ConcurrencyLimiter(OptunaSearch(
         space=space.optuna_space(), metric=METRIC, mode=mode, sampler=ot_sampler,
