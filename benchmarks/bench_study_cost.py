@@ -8,7 +8,10 @@ The study is benchmarks/study_cost.yaml (fsrf_sweep's budget at b8e9dfd, frozen)
 runs from a git worktree this script creates (removed afterwards), with this checkout's Python
 (the same venv) and PYTHONPATH set to the worktree; this checkout runs with PYTHONPATH set to
 itself. Each side is `python -m raymsa.study <yaml> --storage <its folder>` (its own Ray, its own
-report); the synthetic data is generated once before either starts, so neither pays for it.
+report); the synthetic data is generated once before either starts, so neither pays for it. This
+checkout's side also gets `--set data.test_size=686 --set train.schedule=cosine` (SAME_WORK below:
+what b8e9dfd did without being told); `--new-set KEY=VALUE` replaces that list, `--new-set none`
+empties it (this commit's defaults: a 3x larger test split and the plateau schedule).
 
 Printed: both walls and new / old; then the results: each (model, scenario, seed) run's test MAE
 (mean over its own scenario's levels) on both sides, paired, with the mean difference and its 95 %
@@ -59,11 +62,20 @@ def reduced_yaml(scenarios: list[str] | None, seeds: int | None, folder: Path) -
     return path, cfg["name"]
 
 
-def run_study(tree: Path, study: Path, storage: Path, log: Path) -> float:
+# What b8e9dfd did implicitly and this commit does only when told: its embedded test split was
+# MOSI's real size (686; issue 24 made the default 2058, 3x the final evaluation) and its LR schedule
+# was warm-up then cosine to 0 at the cap (issue 19 made reduce-on-plateau the default). Without
+# these the two sides would not do the same work: the first run of this benchmark without them
+# measured new/old 0.97 with final evaluation 52 % of the retrains' slot time and test MAE +0.077.
+SAME_WORK = ["data.test_size=686", "train.schedule=cosine"]
+
+
+def run_study(tree: Path, study: Path, storage: Path, log: Path, sets: list[str] = ()) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "RAY_USAGE_STATS_ENABLED": "0"}
     t0 = time.perf_counter()
+    extra = [a for kv in sets for a in ("--set", kv)]
     with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", "raymsa.study", str(study), "--storage", str(storage)],
+        rc = subprocess.run([sys.executable, "-m", "raymsa.study", str(study), "--storage", str(storage), *extra],
                             cwd=tree, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
     if rc != 0:
@@ -116,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default=None, help="REDUCED: only these scenario kinds, e.g. intra")
     p.add_argument("--seeds", type=int, default=None, help="REDUCED: only the first N seeds")
     p.add_argument("--order", choices=["old-new", "new-old"], default="old-new")
+    p.add_argument("--new-set", action="append", default=None, metavar="KEY=VALUE",
+                   help="--set for this checkout's side only (default: " + " ".join(SAME_WORK) + ", b8e9dfd's "
+                        "test size and schedule; pass --new-set none for the shipped defaults)")
     p.add_argument("--out", default="bench_study_cost.json")
     args = p.parse_args(argv)
 
     storage = Path(args.storage or tempfile.mkdtemp(prefix="bench-study-cost-")).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     scenarios = args.scenarios.split(",") if args.scenarios else None
+    new_sets = SAME_WORK if args.new_set is None else [kv for kv in args.new_set if kv != "none"]
     study, name = reduced_yaml(scenarios, args.seeds, storage)
     reduced = study != STUDY
     label = "REDUCED budget (" + ", ".join(filter(None, [f"scenarios {args.scenarios}" if scenarios else "",
@@ -140,13 +156,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{' + uncommitted changes' if dirty else ''}; storage {storage}", flush=True)
     try:
         # the synthetic data is generated (and cached) once, before either side is timed
-        subprocess.run([sys.executable, "-c", "from raymsa.data.default import load_default; load_default('mosi')"],
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        ts = next((kv.split("=", 1)[1] for kv in new_sets if kv.startswith("data.test_size=")), None)
+        for code in ("from raymsa.data.default import load_default; load_default('mosi')",
+                     "from raymsa.train.config import DataConfig; DataConfig(like='mosi'"
+                     + (f", test_size={int(ts)}" if ts else "") + ").load()"):
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           check=True)
         sides = {"old": old_tree, "new": ROOT}
         walls = {}
         for side in (["old", "new"] if args.order == "old-new" else ["new", "old"]):
-            print(f"[bench] {side}: python -m raymsa.study {study} ...", flush=True)
-            walls[side] = run_study(sides[side], study, storage / side, storage / f"{side}.log")
+            sets = "".join(f" --set {kv}" for kv in new_sets) if side == "new" else ""
+            print(f"[bench] {side}: python -m raymsa.study {study}{sets} ...", flush=True)
+            walls[side] = run_study(sides[side], study, storage / side, storage / f"{side}.log",
+                                    new_sets if side == "new" else [])
             print(f"[bench] {side}: {walls[side]:.0f} s wall", flush=True)
         results = compare(run_mae(storage / "old" / name), run_mae(storage / "new" / name))
     finally:
@@ -161,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['max_abs_diff']:.2e}; " + (f"seed std of the old runs {results['seed_std']:.3f}"
                                                  if results["seed_std"] is not None else "one seed: no seed std"))
     Path(args.out).write_text(json.dumps({"label": label, "reduced": reduced, "against": args.against, "commit": commit,
-                                          "dirty": dirty, "walls_s": walls, "ratio": ratio, "order": args.order,
+                                          "dirty": dirty, "new_set": new_sets, "walls_s": walls, "ratio": ratio, "order": args.order,
                                           "metrics": results, "storage": str(storage)}, indent=1))
     print(f"[bench] wrote {args.out}; study folders under {storage} (old/, new/, logs)")
     return 0

@@ -23,15 +23,18 @@ def tiny(epochs=6, **train):
 
 
 def test_patience_with_a_huge_min_delta_stops_after_patience_epochs(tiny_data, tmp_path):
-    """No epoch can beat the first by 10 MAE: every later judged epoch is a bad one, so patience 2
-    ends the run after epoch 3 of a cap of 6, stopped by the plateau, tested with its best epoch."""
+    """No epoch can beat the first by 10 MAE: every later judged epoch is a bad one, so patience 3
+    ends the run after epoch 4 of a cap of 6, stopped by the plateau, tested with its best epoch;
+    the LR dropped after the 2nd bad epoch (lr_patience 1), so the last epoch trained at half the LR."""
     fe = FinalEval([ScenarioConfig(kind="intra", levels=[0.0, 0.5])], tmp_path / "eval.csv",
                    {"model": "late_fusion", "scenario": "intra", "seed": 1, "config_id": "default"})
-    res = run(tiny(patience=2, min_delta=10.0), tiny_data, LocalSession(tmp_path / "r", resume=False),
-              final_eval=fe, verbose=False)
-    assert res.epochs_run == 3 and res.stop_reason == "plateau"
+    res = run(tiny(patience=3, min_delta=10.0, warmup_fraction=0.0), tiny_data,
+              LocalSession(tmp_path / "r", resume=False), final_eval=fe, verbose=False)
+    assert res.epochs_run == 4 and res.stop_reason == "plateau"
+    lrs = [h["lr"] for h in res.history]
+    assert lrs[0] == pytest.approx(2e-3) and min(lrs) == pytest.approx(1e-3)
     rec = json.loads((tmp_path / "run.json").read_text())
-    assert rec["epochs_run"] == 3 and rec["cap"] == 6 and rec["stop_reason"] == "plateau"
+    assert rec["epochs_run"] == 4 and rec["cap"] == 6 and rec["stop_reason"] == "plateau"
     objectives = [h["objective"] for h in rec["history"]]
     assert rec["best_epoch"] == objectives.index(min(objectives)) + 1
     assert (tmp_path / "eval.csv").exists()
@@ -71,3 +74,25 @@ def test_min_delta_and_schedule_are_validated():
         tiny(min_delta=-1)
     with pytest.raises(ConfigError, match="schedule"):
         tiny(schedule="linear")
+
+
+@pytest.mark.parametrize("train", [
+    {"patience": 2},                      # lr_patience 1: stops on the epoch the LR drops
+    {"patience": 1, "lr_patience": 0},
+])
+def test_plateau_patience_that_cannot_outlast_the_lr_drop_is_refused(train):
+    from raymsa.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"test: train: .*patience: \d+ stops the run no later than .*first LR drop"):
+        tiny(**train)
+
+
+@pytest.mark.parametrize("train", [
+    {"patience": 3},
+    {"patience": 2, "lr_patience": 0},
+    {"patience": 2, "schedule": "cosine"},  # no plateau LR to wait for
+    {"patience": None},
+])
+def test_plateau_patience_that_outlasts_the_lr_drop_is_accepted(train):
+    cfg = tiny(**train).train
+    assert cfg.patience == train["patience"] and cfg.lr_patience == train.get("lr_patience", 1)

@@ -18,9 +18,11 @@ from raymsa.report.load import load_study
 from raymsa.study.config import StudyConfig
 
 LEVELS = [0.0, 0.5]
+RECON_LOSS, RECON_JITTER = 0.02, 0.004
 SCEN = ("intra", "inter")
 SEEDS = (1, 2, 3)
-MODELS = {"fsrf": {}, "fsrf_no_distill": {"use_distill": False}, "fsrf_no_align": {"use_align": False}}
+MODELS = {"fsrf": {}, "fsrf_no_distill": {"use_distill": False}, "fsrf_no_align": {"use_align": False},
+          "fsrf_no_recon": {"use_recon": False}}
 
 
 def mae(model: str, scen: str, level: float, seed: int) -> float:
@@ -29,6 +31,8 @@ def mae(model: str, scen: str, level: float, seed: int) -> float:
         return full + 0.1
     if model == "fsrf_no_align":
         return full + (0.01 if seed % 2 else -0.01)
+    if model == "fsrf_no_recon":  # a small loss, seed to seed not quite the same
+        return full + RECON_LOSS + RECON_JITTER * (seed - 2)
     return full
 
 
@@ -59,7 +63,7 @@ def test_ablation_rows_against_the_full_model(tmp_path):
     (sec,) = ablation_sections(res, None)
     table = sec.blocks[-1]
     rows = {r[0]: r for r in table.rows}
-    assert list(rows) == ["fsrf", "fsrf_no_distill", "fsrf_no_align"]
+    assert list(rows) == ["fsrf", "fsrf_no_distill", "fsrf_no_align", "fsrf_no_recon"]
     col = {c: i for i, c in enumerate(table.columns)}
     # the full model: mean over levels and seeds of 1 + 0.4 lv + 0.01 seed = 1.1 + 0.02 under intra
     assert rows["fsrf"][col["intra: MAE"]] == "1.120"
@@ -68,10 +72,38 @@ def test_ablation_rows_against_the_full_model(tmp_path):
     assert nd[col["Switched off"]] == "use_distill: false"
     assert nd[col["intra: MAE"]] == "1.220"
     assert nd[col["intra: Δ vs fsrf [95% CI]"]] == "+0.100 [+0.100, +0.100] (n=3)"
-    assert nd[col["intra: verdict"]] == "worse" and nd[col["inter: verdict"]] == "worse"
+    assert nd[col["intra: verdict"]] == "worse (Holm p <0.001)" == nd[col["inter: verdict"]]
     na = rows["fsrf_no_align"]
-    assert na[col["intra: verdict"]] == "inconclusive"
+    assert na[col["intra: verdict"]].startswith("inconclusive (Holm p ")
     assert na[col["intra: Δ vs fsrf [95% CI]"]].startswith("+0.003 [")  # (0.01 - 0.01 + 0.01) / 3
+
+
+def test_ablation_verdicts_are_holm_adjusted_over_the_table(tmp_path):
+    """fsrf_no_recon loses 0.02 +- 0.004 over 3 seeds: 'worse' on its own at 5 % (p 0.013) but not
+    after Holm over the table's 6 comparisons (3 variants x 2 scenarios)."""
+    from statsmodels.stats.multitest import multipletests
+
+    from raymsa.report import verdicts as V
+    from raymsa.report.compare import compare_one, summaries
+    from raymsa.report.stats import Cube
+
+    res = load_study(make(tmp_path))
+    cube = Cube(res)
+    (sec,) = ablation_sections(res, cube)
+    table = sec.blocks[-1]
+    col = {c: i for i, c in enumerate(table.columns)}
+    cells, p = [], []
+    for row in table.rows[1:]:
+        for sc in res.study.scenarios:
+            r = compare_one(res, cube, row[0], "fsrf", sc, summaries(sc)[0], "MAE")
+            p.append(V.p_difference(r["diff"], r["se_test"], r["df"]))
+            cells.append((row[0], r["verdict"], row[col[f"{sc.name}: verdict"]]))
+    holm = multipletests(p, method="holm")[1]
+    for (variant, alone, cell), ph in zip(cells, holm):
+        assert cell.endswith(f"(Holm p {ph:.3f})") or (ph < 0.001 and cell.endswith("(Holm p <0.001)")), cell
+    recon = [(alone, cell) for v, alone, cell in cells if v == "fsrf_no_recon"]
+    assert recon and all(alone == "worse" and cell.startswith("inconclusive") for alone, cell in recon), recon
+    assert "Holm-adjusted over this table's 6 comparisons" in sec.blocks[0]
 
 
 def test_the_report_renders_the_table_only_for_an_ablation(tmp_path):

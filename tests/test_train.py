@@ -131,7 +131,8 @@ def test_only_the_final_stage_is_selected_or_reported(tiny_data, tmp_path):
     """Senti-iFusion's stage 'completion' has no fusion: its epochs report no objective (NaN), so
     neither selection nor ASHA (which skips NaN rewards) can pick a stage-1 checkpoint, even when
     its validation MAE is the best of the run."""
-    cfg = tiny_config(model="senti_ifusion", epochs=4, patience=1)
+    # cosine: under the plateau schedule patience 1 is refused (the LR could never drop before the stop)
+    cfg = tiny_config(model="senti_ifusion", epochs=4, patience=1, schedule="cosine")
     cfg.model.stage1_fraction = 0.5
     res = run(cfg, tiny_data, LocalSession(tmp_path, resume=False), verbose=False)
     stages = [h["stage"] for h in res.history]

@@ -135,3 +135,63 @@ def test_small_simulation_controls_false_claims_and_has_power():
     called = [v for k in range(10) for v in
               run_adaptive({"ref": 0.0, "a": 0.06, "b": 0.06}, S2, plan, var, 400, 1000 + k).verdicts]
     assert sum(v == "worse" for v in called) >= 0.6 * len(called) and "better" not in called
+
+
+def _tuned_and_default(delta: float, twin: bool = False):
+    """'a' (tuned) and 'a_default' (its default arm) against 'ref'; twin: a's predictions are a_default's."""
+    import dataclasses
+
+    import pandas as pd
+
+    plan = SeedPlan(3, 3, 0)
+    models = {"ref": 0.0, "a": delta, "a_default": 0.0}
+    n = {(m, s): 3 for m in models for s in S2}
+    res = fabricate(models, S2, n, Variances(sd=0.43, rho=0.13, seed_sd=0.002), 3000, np.random.default_rng(7), plan)
+    res.study = dataclasses.replace(res.study, default_arms={"a": "a_default"})
+    if twin:
+        for (m, sc, seed), rp in list(res.preds.items()):
+            if m == "a_default":
+                res.preds[("a", sc, seed)] = rp
+        r = res.results
+        res.results = pd.concat([r[r.model != "a"], r[r.model == "a_default"].assign(model="a")], ignore_index=True)
+    # s1's search: 4 trials, the best (lowest objective) the warm start from s2
+    res.trials[("a", "s1")] = pd.DataFrame({"objective": [0.9, 1.0, 1.1, 1.2],
+                                            "warm_start": ["s2", None, None, None]})
+    return res
+
+
+@pytest.mark.parametrize("delta, twin, words", [
+    (-0.2, False, "it bought a gain of 0."),
+    (0.2, False, "it cost 0."),
+    (0.0, True, "it bought nothing beyond ±0.020: tuned and default are equivalent"),
+])
+def test_summary_says_per_scenario_what_the_search_bought(delta, twin, words):
+    from raymsa.report.compare import comparisons_with_components
+    from raymsa.report.tables import search_bought_sentences, summary_facts
+    from raymsa.report.stats import robustness_frame
+
+    res = _tuned_and_default(delta, twin)
+    cube = Cube(res, "test")
+    comp, _ = comparisons_with_components(res, cube)
+    said = search_bought_sentences(res, comp)
+    assert [s.split(":", 1)[0] for s in said] == [f"What the search bought under {s}" for s in S2]
+    assert all(words in s for s in said), said
+    # the trials it was bought with, only where the search left trials.csv
+    assert "(best of 4 trials, one a warm start; the winner is the warm start from s2)" in said[0]
+    assert "best of" not in said[1]
+    # the numbers are the headline row's, and the Summary carries the sentences
+    row = comp[(comp.model == "a") & (comp.reference == "a_default") & (comp.family == "headline")
+               & (comp.scenario == "s1")].iloc[0]
+    assert f"{row['diff']:+.3f} [95 % CI {row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" in said[0]
+    facts = summary_facts(res, cube, robustness_frame(res, cube, ("MAE",)), comp)
+    assert all(s in facts for s in said)
+
+
+def test_no_search_sentence_without_a_default_arm():
+    from raymsa.report.compare import comparisons_with_components
+    from raymsa.report.tables import search_bought_sentences
+
+    res = fabricate({"ref": 0.0, "a": 0.0}, S2, {(m, s): 3 for m in ("ref", "a") for s in S2}, Variances(), 500,
+                    np.random.default_rng(1), SeedPlan(3, 3, 0))
+    comp, _ = comparisons_with_components(res, Cube(res, "test"))
+    assert not comp.empty and search_bought_sentences(res, comp) == []

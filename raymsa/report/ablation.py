@@ -1,7 +1,7 @@
 """The ablation table in the papers' layout: one row per variant with a component switched off, its
 headline metric under each scenario, and its difference to the full model with the paired interval
-and verdict of comparisons.csv (raymsa.report.compare.compare_one, the full model as the reference of
-every row).
+of comparisons.csv (raymsa.report.compare.compare_one, the full model as the reference of every row)
+and a verdict whose p-values are Holm-adjusted over the table.
 
 A study is an ablation of LABEL when its file says `report: {ablation_of: LABEL}` (StudyConfig.report,
 written into study.json's "config"); every other entry of `models:` is then one row, and what it
@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from raymsa.report import verdicts as V
 from raymsa.report.compare import compare_one, summaries
 from raymsa.report.load import StudyResults
 from raymsa.report.render import Section, Table
@@ -46,6 +47,10 @@ def _level_mean(cube: Cube, model: str, sc, metric: str, levels) -> float:
     return float(g[ok].mean()) if ok.any() else math.nan
 
 
+def _p(v: float) -> str:
+    return "—" if not math.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
+
+
 def _f(x: float, signed: bool = False) -> str:
     return "—" if x is None or not math.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
@@ -66,24 +71,37 @@ def ablation_sections(res: StudyResults, cube: Cube | None = None, full: str | N
     rows = [[full, "— (full model)"]]
     for sc in st.scenarios:
         rows[0] += [_f(_level_mean(cube, full, sc, metric, summaries(sc)[0].levels)), "—", "—"]
+    # the ablation table is one family (variants x scenarios): Holm over it, as for the headline
+    # family, so that a study of k switches does not get k chances at a 'worse'
+    found = {(v, sc.name): compare_one(res, cube, v, full, sc, summaries(sc)[0], metric)
+             for v in variants for sc in st.scenarios}
+    tested = {k: r for k, r in found.items() if r is not None}
+    margin = V.margin_for(st, metric)
+    p = np.array([V.p_difference(r["diff"], r["se_test"], r["df"]) for r in tested.values()])
+    p_eq = np.array([V.p_equivalence(r["diff"], r["se_test"], margin, r["df"]) for r in tested.values()])
+    adj = dict(zip(tested, zip(V.holm(p), V.holm(p_eq)))) if tested else {}
     for v in variants:
         row = [v, switched(entries.get(v) or {})]
         for sc in st.scenarios:
             summ = summaries(sc)[0]
-            r = compare_one(res, cube, v, full, sc, summ, metric)
+            r = found[v, sc.name]
             row.append(_f(_level_mean(cube, v, sc, metric, summ.levels)))
             if r is None:
                 row += ["— (no shared seed)", "—"]
             else:
+                pa, pea = adj[v, sc.name]
+                verdict = V.verdict_of(r["diff"], pa, pea, r["_higher"])
                 row += [f"{_f(r['diff'], True)} [{_f(r['ci_low'], True)}, {_f(r['ci_high'], True)}] "
-                        f"(n={r['n_seeds']})", r["verdict"]]
+                        f"(n={r['n_seeds']})", f"{verdict} (Holm p {_p(pa)})"]
         rows.append(row)
     summ_names = sorted({summaries(sc)[0].name for sc in st.scenarios})
     s = Section(f"Ablation of {full}", [
         f"Each row switches one component of {full} off; test {metric}, {' / '.join(summ_names)}, mean over "
         f"seeds. Δ is the row minus the full model, paired by seed (and by sample where predictions were "
-        f"saved), with the percentile bootstrap interval and verdict of comparisons.csv. The verdict is "
-        f"the variant's against the full model: 'worse' means switching the component off hurt (the "
-        f"component does measurable work), 'better' that the model is better without it."])
+        f"saved), with the percentile bootstrap interval of comparisons.csv. The verdict is the variant's "
+        f"against the full model, with its p-values Holm-adjusted over this table's {len(tested)} "
+        f"comparisons (family-wise 5 %; equivalence: two one-sided tests against ±{_f(margin)}): 'worse' means "
+        f"switching the component off hurt (the component does measurable work), 'better' that the model is "
+        f"better without it."])
     s.add(Table(title=f"Ablation of {full}: test {metric}", columns=cols, rows=rows))
     return [s]

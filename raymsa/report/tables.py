@@ -331,6 +331,62 @@ def comparison_sentence(r, why: str = "") -> str:
     return text + "."
 
 
+def _change(x: float, metric: str) -> str:
+    """A signed improvement in plain words: 'a gain of 0.012' / 'a loss of 0.030'."""
+    return f"a {'gain' if x > 0 else 'loss'} of {fmt_value(abs(x), metric)}"
+
+
+def search_bought_sentences(res: StudyResults, comp: pd.DataFrame) -> list[str]:
+    """Issue 21: per scenario, one sentence on what the search bought, read from the headline row
+    tuned-minus-default (the same interval, adjusted p and verdict as the table), told as a gain or
+    a loss in the objective's own direction."""
+    arms = res.study.default_arms
+    h = headline_rows(res, comp)
+    out = []
+    for sc in res.study.scenarios:
+        for tuned, default in arms.items():
+            rows = h[(h["model"] == tuned) & (h["reference"] == default) & (h["scenario"] == sc.name)]
+            if rows.empty:
+                continue
+            r = rows.iloc[0]
+            m = r["metric"]
+            up = M.METRIC_DIRECTION.get(m, True)
+            gain, lo, hi = ((r["diff"], r["ci_low"], r["ci_high"]) if up
+                            else (-r["diff"], -r["ci_high"], -r["ci_low"]))
+            t = res.trials.get((tuned, sc.name))
+            searched = ""
+            if t is not None and len(t):
+                warm = int(t["warm_start"].notna().sum()) if "warm_start" in t else 0
+                searched = f"best of {len(t)} trials"
+                if warm:
+                    searched += ", one a warm start" if warm == 1 else f", {warm} of them warm starts"
+                ok = t["objective"].dropna() if "objective" in t else pd.Series(dtype=float)
+                if warm and len(ok):
+                    best_i = ok.idxmax() if res.study.objective.get("mode") == "max" else ok.idxmin()
+                    src = t.loc[best_i, "warm_start"]
+                    if isinstance(src, str) and src:
+                        searched += f"; the winner is the warm start from {src}"
+            verdict = r["verdict"]
+            if verdict == "better":
+                what = f"it bought {_change(gain, m)} (Holm p {_p(r['p_adjusted'])})"
+            elif verdict == "worse":
+                what = (f"it cost {fmt_value(abs(gain), m)}: the tuned config is worse than the default "
+                        f"(Holm p {_p(r['p_adjusted'])})")
+            elif verdict == "equivalent":
+                what = (f"it bought nothing beyond ±{fmt_value(r['margin'], m)}: tuned and default are equivalent "
+                        f"(TOST p, Holm {_p(r['p_equivalence_adjusted'])})")
+            else:
+                what = f"not resolved: the data allow anything from {_change(lo, m)} to {_change(hi, m)}"
+                if lo > 0 or hi < 0:
+                    what += " (the unadjusted interval excludes 0; the Holm-adjusted test does not settle it)"
+            out.append(f"What the search bought under {sc.name}: {tuned}"
+                       + (f" ({searched})" if searched else "")
+                       + f" against {default} (its default config, same seeds), test {name(m)}: "
+                       f"{_interval(r, m)} (tuned − default{'' if up else ', lower is better'}) over "
+                       f"{int(r['n_seeds'])} seed(s); {what}.")
+    return out
+
+
 def headline_rows(res: StudyResults, comp: pd.DataFrame) -> pd.DataFrame:
     """The headline family's rows (verdicts.py)."""
     if comp.empty:
@@ -388,6 +444,7 @@ def summary_facts(res: StudyResults, cube: Cube, rob: pd.DataFrame, comp: pd.Dat
                       for _, r in h.iterrows()]
             if (rs := resolution_sentence(res, comp)):
                 facts.append(rs)
+            facts += search_bought_sentences(res, comp)
         ex = comp[comp["family"] == "exploratory"]
         if not ex.empty:
             counts = ex["verdict"].value_counts()

@@ -94,6 +94,22 @@ class LoopConfig(StrictModel):
     threads: int | None = Field(None, ge=1, description="torch threads per worker; null = the worker's CPUs")
     eval_test: bool = Field(True, description="evaluate the selected checkpoint on test at the end")
 
+    @model_validator(mode="after")
+    def _plateau_lr_takes_effect(self) -> LoopConfig:
+        # ReduceLROnPlateau drops the LR on the (lr_patience + 1)-th judged epoch without an
+        # improvement; early stopping ends the run on the patience-th. With patience <= lr_patience + 1
+        # the run stops on or before the drop, so it never trains at a reduced LR and ends wherever
+        # validation noise first gives two bad epochs in a row (issue 19: with patience 2, lr_patience 1,
+        # late_fusion stopped after 5-8 epochs at 0.996 test MAE; patience 4: 13-15 epochs, 0.935,
+        # benchmarks/bench_seed_variance.py)
+        if self.schedule == "plateau" and self.patience is not None and self.patience < self.lr_patience + 2:
+            raise ValueError(
+                f"patience: {self.patience} stops the run no later than the plateau schedule's first LR drop "
+                f"(lr_patience {self.lr_patience}: the LR drops after {self.lr_patience + 1} judged epochs "
+                f"without improvement), so the reduced LR is never trained with; use patience >= "
+                f"{self.lr_patience + 2}, a smaller lr_patience, or schedule: cosine")
+        return self
+
 
 class ResourcesConfig(StrictModel):
     workers: int = Field(1, ge=1, description="data-parallel workers; >1 runs under Ray Train (DDP)")
