@@ -37,19 +37,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_study_cost import own_test_mae  # noqa: E402  (the same reading of a run's eval.csv)
 
 DEFAULT_SETTINGS = ["shipped=", "patient=train.patience=4,train.min_delta=0.002,train.epochs=15"]
 
 
 def _own_mae(csv: Path) -> float:
-    df = pd.read_csv(csv, dtype={"level": str})
-    own = df[(df["split"] == "test") & (df["metric"] == "MAE") & (df["eval_scenario"] == df["scenario"])]
-    return float(own["value"].mean())
+    return float(own_test_mae(csv)["value"].mean())
 
 
 def one_run(job: dict) -> dict:

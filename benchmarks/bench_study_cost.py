@@ -83,14 +83,19 @@ def run_study(tree: Path, study: Path, storage: Path, log: Path, sets: list[str]
     return wall
 
 
-def run_mae(study_dir: Path) -> dict[tuple[str, str, str], float]:
-    """(model, scenario, seed) -> test MAE, mean over the levels of the run's own scenario."""
+def own_test_mae(csv: Path):
+    """A run's eval.csv rows of test MAE under its own scenario, one per level."""
     import pandas as pd
 
+    df = pd.read_csv(csv, dtype={"level": str, "seed": str})
+    return df[(df["split"] == "test") & (df["metric"] == "MAE") & (df["eval_scenario"] == df["scenario"])]
+
+
+def run_mae(study_dir: Path) -> dict[tuple[str, str, str], float]:
+    """(model, scenario, seed) -> test MAE, mean over the levels of the run's own scenario."""
     out = {}
     for f in sorted((study_dir / "runs").glob("*/eval.csv")):
-        df = pd.read_csv(f, dtype={"level": str, "seed": str})
-        own = df[(df["split"] == "test") & (df["metric"] == "MAE") & (df["eval_scenario"] == df["scenario"])]
+        own = own_test_mae(f)
         if len(own):
             r = own.iloc[0]
             out[(r["model"], r["scenario"], r["seed"])] = float(own["value"].mean())

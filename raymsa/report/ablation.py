@@ -20,6 +20,7 @@ from raymsa.report.compare import compare_one, summaries
 from raymsa.report.load import StudyResults
 from raymsa.report.render import Section, Table
 from raymsa.report.stats import Cube
+from raymsa.report.tables import fmt_p
 
 
 def _config(res: StudyResults) -> dict:
@@ -45,10 +46,6 @@ def _level_mean(cube: Cube, model: str, sc, metric: str, levels) -> float:
     g = cube.grid(model, sc.name, sc.name, metric, levels).to_numpy(float)  # (S, L)
     ok = np.isfinite(g).all(axis=1)
     return float(g[ok].mean()) if ok.any() else math.nan
-
-
-def _p(v: float) -> str:
-    return "—" if not math.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
 
 
 def _f(x: float, signed: bool = False) -> str:
@@ -92,7 +89,7 @@ def ablation_sections(res: StudyResults, cube: Cube | None = None, full: str | N
                 pa, pea = adj[v, sc.name]
                 verdict = V.verdict_of(r["diff"], pa, pea, r["_higher"])
                 row += [f"{_f(r['diff'], True)} [{_f(r['ci_low'], True)}, {_f(r['ci_high'], True)}] "
-                        f"(n={r['n_seeds']})", f"{verdict} (Holm p {_p(pa)})"]
+                        f"(n={r['n_seeds']})", f"{verdict} (Holm p {fmt_p(pa)})"]
         rows.append(row)
     summ_names = sorted({summaries(sc)[0].name for sc in st.scenarios})
     s = Section(f"Ablation of {full}", [

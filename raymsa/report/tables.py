@@ -307,7 +307,7 @@ def _interval(r, metric: str) -> str:
             f"[95 % CI {fmt_value(r['ci_low'], metric, signed=True)}, {fmt_value(r['ci_high'], metric, signed=True)}]")
 
 
-def _p(v: float) -> str:
+def fmt_p(v: float) -> str:
     if v is None or not math.isfinite(v):
         return DASH
     return f"{v:.3f}" if v >= 0.001 else "<0.001"
@@ -321,9 +321,9 @@ def comparison_sentence(r, why: str = "") -> str:
     over = f"{int(r['n_seeds'])} seed(s)" + (f" × {int(r['n_samples'])} test samples" if r["n_samples"] else "")
     adj = "Holm" if r["family"] == "headline" else "BH"
     text = (f"{r['scenario']}, test {name(metric)}, {r['model']} vs {r['reference']}: {what} "
-            f"{_interval(r, metric)} over {over}; p {_p(r['p_value'])} ({adj}-adjusted {_p(r['p_adjusted'])}), "
-            f"equivalence within ±{fmt_value(r['margin'], metric)} p {_p(r['p_equivalence'])} "
-            f"(adjusted {_p(r['p_equivalence_adjusted'])}): {r['verdict']}")
+            f"{_interval(r, metric)} over {over}; p {fmt_p(r['p_value'])} ({adj}-adjusted {fmt_p(r['p_adjusted'])}), "
+            f"equivalence within ±{fmt_value(r['margin'], metric)} p {fmt_p(r['p_equivalence'])} "
+            f"(adjusted {fmt_p(r['p_equivalence_adjusted'])}): {r['verdict']}")
     if math.isfinite(r["floor"]):
         text += f"; smallest margin supportable ±{fmt_value(r['floor'], metric)}"
     if why:
@@ -368,13 +368,13 @@ def search_bought_sentences(res: StudyResults, comp: pd.DataFrame) -> list[str]:
                         searched += f"; the winner is the warm start from {src}"
             verdict = r["verdict"]
             if verdict == "better":
-                what = f"it bought {_change(gain, m)} (Holm p {_p(r['p_adjusted'])})"
+                what = f"it bought {_change(gain, m)} (Holm p {fmt_p(r['p_adjusted'])})"
             elif verdict == "worse":
                 what = (f"it cost {fmt_value(abs(gain), m)}: the tuned config is worse than the default "
-                        f"(Holm p {_p(r['p_adjusted'])})")
+                        f"(Holm p {fmt_p(r['p_adjusted'])})")
             elif verdict == "equivalent":
                 what = (f"it bought nothing beyond ±{fmt_value(r['margin'], m)}: tuned and default are equivalent "
-                        f"(TOST p, Holm {_p(r['p_equivalence_adjusted'])})")
+                        f"(TOST p, Holm {fmt_p(r['p_equivalence_adjusted'])})")
             else:
                 what = f"not resolved: the data allow anything from {_change(lo, m)} to {_change(hi, m)}"
                 if lo > 0 or hi < 0:
@@ -479,7 +479,7 @@ def headline_table(res: StudyResults, comp: pd.DataFrame, reasons: dict) -> Tabl
     for _, r in h.iterrows():
         m = r["metric"]
         rows.append([r["model"], r["reference"], r["scenario"], fmt_value(r["diff"], m, signed=True), _cell_ci(r, m),
-                     _p(r["p_adjusted"]), _p(r["p_equivalence_adjusted"]), f"±{fmt_value(r['margin'], m)}",
+                     fmt_p(r["p_adjusted"]), fmt_p(r["p_equivalence_adjusted"]), f"±{fmt_value(r['margin'], m)}",
                      r["verdict"], f"{int(r['n_seeds'])} (look {int(r['look'])})",
                      f"±{fmt_value(r['floor'], m)} ({fmt_value(r['floor_samples'], m)} / {fmt_value(r['floor_seeds'], m)})",
                      f"±{fmt_value(r['floor_at_max'], m)}", f"±{fmt_value(r['floor_limit'], m)}",
@@ -508,8 +508,8 @@ def comparison_tables(res: StudyResults, comp: pd.DataFrame) -> list[Table]:
             rows.append([r["model"], r["reference"], r["summary"], unit_name(m), r["family"],
                          fmt_value(r["diff"], m, signed=True), _cell_ci(r, m),
                          DASH if not math.isfinite(r["p_improvement"]) else f"{r['p_improvement']:.2f}",
-                         f"{int(r['n_seeds'])} × {int(r['n_samples'])}", _p(r["p_adjusted"]),
-                         _p(r["p_equivalence_adjusted"]), r["verdict"], fmt_value(r["floor"], m),
+                         f"{int(r['n_seeds'])} × {int(r['n_samples'])}", fmt_p(r["p_adjusted"]),
+                         fmt_p(r["p_equivalence_adjusted"]), r["verdict"], fmt_value(r["floor"], m),
                          fmt_value(r["mde_80"], m), _num(r["seeds_needed"])])
         out.append(Table(
             title=f"{sc.name}: each model minus its reference, paired by seed, test",
