@@ -159,6 +159,9 @@ def compare(args) -> None:
                    capture_output=True)
     same = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
             "--batch", str(args.batch), "--erase", str(args.erase), "--text-encoder", args.text_encoder]
+    # both sides bench the same models: left out, the old side ran every model, lnln and mult at
+    # their public lengths included, which do not fit this machine (killed)
+    same += (["--models", args.models] if args.models else []) + [a for kv in args.set for a in ("--set", kv)]
     runs: dict[str, list[dict]] = {"old": [], "new": []}
     try:
         for r in range(args.rounds):

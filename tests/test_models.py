@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from raymsa.batch import MODALITIES, SUBSETS, UNK_ID, Batch, subset_modalities
 from raymsa.config import ConfigError
 from raymsa.models import DataSpec, build_model, get_entry, list_models, model_config
-from raymsa.models.encoders import SequenceEncoder
+from raymsa.models.encoders import SequenceEncoder, erasure_evidence, window_proj
 
 SPEC = DataSpec(dims={"text": 32, "audio": 5, "vision": 7}, seq_lens={"text": 6, "audio": 20, "vision": 24})
 BERT_SPEC = DataSpec(dims=SPEC.dims, seq_lens=SPEC.seq_lens, text_ids=True)
@@ -231,6 +231,44 @@ def test_encoder_fully_masked_rows_are_finite_and_masks_pool_by_any():
     assert out.valid[2].tolist() == [True, False, False]
     out.tokens.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("k, s, t, pads, bias", [
+    (1, 1, 7, (0, 0), True),    # text: kernel 1
+    (4, 4, 10, (0, 2), True),   # shared encoders: 'same' padding to ceil(T / s) windows
+    (3, 3, 8, (0, 0), False),   # LNLN 'none' padding: the trailing partial window is dropped
+    (3, 3, 2, (0, 1), False),   # shorter than a kernel: padded to one window
+    (5, 1, 9, (2, 2), True),    # overlapping windows (MulT): the Conv1d itself
+])
+def test_window_proj_is_the_conv_it_replaces(k, s, t, pads, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 8, k, stride=s, bias=bias)
+    x = torch.randn(3, t, 6, requires_grad=True)
+    ref = conv(F.pad(x.transpose(1, 2), pads)).transpose(1, 2)
+    out = window_proj(conv, x, pads)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), [x, conv.weight])
+    ref_grads = torch.autograd.grad((ref * g).sum(), [x, conv.weight])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_erasure_evidence_counts_exact_zero_frames_only():
+    b, t = 2, 6
+    feats = {m: torch.randn(b, t, 4) for m in MODALITIES}
+    feats["audio"][0, :3] = 0
+    feats["audio"][0, 3, 1:] = 0  # one non-zero value: not erased
+    feats["audio"][1, 0] = -0.0  # negative zero is zero
+    feats["vision"][1, 4:] = 0  # zero but past the length: padding, not erasure
+    feats["vision"][0, 0, 0] = float("nan")
+    valid = {m: torch.ones(b, t, dtype=torch.bool) for m in MODALITIES}
+    valid["vision"][1, 4:] = False
+    batch = Batch(text=feats["text"], audio=feats["audio"], vision=feats["vision"], labels=torch.zeros(b),
+                  valid=valid, observed=valid)
+    ev = erasure_evidence(batch.model_input("unknown"))
+    torch.testing.assert_close(ev, torch.tensor([[0.0, 3 / 6, 0.0], [0.0, 1 / 6, 0.0]]))
 
 
 # ---- BERT text ---------------------------------------------------------------------------------

@@ -109,6 +109,23 @@ def frozen_eval(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def window_proj(conv: nn.Conv1d, x: Tensor, pads: tuple[int, int]) -> Tensor:
+    """`conv` over time of x (B, T, D) padded left/right by `pads` -> (B, T', d_out). Windows that
+    do not overlap (kernel == stride; text's kernel 1 included) are one matmul over the frames
+    reshaped to (B, T', kernel * D): the same weights and products as the Conv1d, summed in another
+    order, without mkldnn's convolution and the transposed copy of x (those were ~18 % of an FSRF
+    training step at MOSI shapes, most of it text's 768-wide kernel-1 conv; benchmarks/bench_step.py)."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    if k != s or conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
+        return conv(F.pad(x.transpose(1, 2), pads)).transpose(1, 2)
+    if any(pads):
+        x = F.pad(x, (0, 0, *pads))  # (B, T + pad, D)
+    b, t, d = x.shape
+    t_out = (t - k) // k + 1  # Conv1d's length: a trailing partial window is dropped
+    w = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, k * d)  # (d_out, k * D), frame-major
+    return F.linear(x[:, : t_out * k].reshape(b, t_out, k * d), w, conv.bias)
+
+
 class SequenceEncoder(nn.Module):
     """x (B, T, D_in) with valid/attend masks (B, T) -> Encoded with T' = ceil(T / stride)."""
 
@@ -141,7 +158,7 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: Tensor, valid: Tensor, attend: Tensor) -> Encoded:
         b, t, _ = x.shape
         pads = self._pads(t)
-        h = self.proj(F.pad(x.transpose(1, 2), pads)).transpose(1, 2)  # (B, T', d)
+        h = window_proj(self.proj, x, pads)  # (B, T', d)
         valid_s, attend_s = self._pool_mask(valid, pads), self._pool_mask(attend, pads)
         h = self.norm_in(h) + sinusoid(h.shape[1], h.shape[2], h.device, h.dtype)
         k = self.tokens.shape[0]
@@ -228,7 +245,10 @@ def erasure_evidence(inputs: ModelInput) -> Tensor:
     cols = []
     for m in MODALITIES:
         valid = inputs.valid[m]  # (B, T)
-        zero = (inputs.features(m) == 0).all(dim=-1)  # (B, T)
+        x = inputs.features(m)  # (B, T, D)
+        # all-zero frames by two reductions, without a (B, T, D) temporary: x.abs() or x == 0 at
+        # text's 768 features cost more than the whole text projection (fresh pages each step)
+        zero = (x.amax(dim=-1) == 0) & (x.amin(dim=-1) == 0)  # (B, T); a NaN frame is not zero
         cols.append((zero & valid).sum(1) / valid.sum(1).clamp_min(1))
     return torch.stack(cols, dim=1).to(inputs.text.dtype)  # (B, 3)
 

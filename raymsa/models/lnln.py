@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from raymsa.batch import MODALITIES, ModelInput, Targets
 from raymsa.models.base import DataSpec, MSAModel
-from raymsa.models.encoders import EncoderConfig, ModalityEncoders, build_bert, key_bias
+from raymsa.models.encoders import EncoderConfig, ModalityEncoders, build_bert, key_bias, window_proj
 from raymsa.config import ConfigError
 from raymsa.models.registry import register
 
@@ -125,7 +125,7 @@ class FrontEnd(nn.Module):
         x = ModalityEncoders._text_input(self, inputs) if modality == "text" else inputs.features(modality)
         k, s = self.windows[modality]
         pads = self._pads(modality, x.shape[1])
-        h = self.proj[modality](F.pad(x.transpose(1, 2), pads)).transpose(1, 2)  # (B, T', d)
+        h = window_proj(self.proj[modality], x, pads)  # (B, T', d)
         # the [CLS]/[SEP] rule of the shared encoders under BERT + known
         masks = [inputs.valid[modality], ModalityEncoders.attend(self, inputs, modality)]
         if k > 1 or s > 1:
