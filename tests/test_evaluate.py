@@ -12,7 +12,7 @@ from raymsa.metrics import mmsa_metrics
 from raymsa.missing import ScenarioConfig
 from raymsa.models import DataSpec, build_model
 from raymsa.train.batches import SplitTensors
-from raymsa.train.evaluate import GridEvaluator, noise_scale
+from raymsa.train.evaluate import GridEvaluator, noise_scale, unfused_attention
 
 
 @pytest.mark.parametrize("model_name,kind,knowledge", [
@@ -46,6 +46,40 @@ def test_one_pass_matches_the_per_level_pass(tiny_data, model_name, kind, knowle
         for k, v in d.items():
             assert out.diagnostics[level][k] == pytest.approx(v, abs=1e-4), (level, k)
     assert grid.evaluate(model, "mosi", 24, torch.device("cpu")).keys() == grid.masks.keys()
+
+
+@pytest.mark.parametrize("model_name", ["fsrf", "late_fusion"])
+def test_evaluation_off_the_fused_attention_path_predicts_the_same(tiny_data, model_name):
+    torch.manual_seed(0)
+    tensors = SplitTensors.from_split(tiny_data["test"], 40)
+    grid = GridEvaluator(tensors, ScenarioConfig(kind="intra"), 7)
+    model = build_model(model_name, {"variant": "tiny"}, spec=DataSpec.from_data(tiny_data, "mosi")).eval()
+    model.set_stage(model.stages()[-1].name)
+    assert torch.backends.mha.get_fastpath_enabled()
+    new = grid.run(model, 24, torch.device("cpu")).preds
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after the pass
+    miss = next(iter(grid.masks.values()))
+    fused = []
+    orig = torch._transformer_encoder_layer_fwd
+
+    def spy(*a, **k):
+        fused.append(1)
+        return orig(*a, **k)
+
+    torch._transformer_encoder_layer_fwd = spy
+    try:
+        grid.predict(model, miss, 16, torch.device("cpu"))
+        assert not fused  # the evaluator's own passes never take the fused path
+        with torch.inference_mode():  # outside it, torch's fused path as before: the reference
+            ref = torch.cat([model(b.model_input("unknown"))["pred"] for b in grid.batches(miss, 16, torch.device("cpu"))])
+        assert fused
+    finally:
+        torch._transformer_encoder_layer_fwd = orig
+    np.testing.assert_allclose(new[next(iter(grid.masks))], ref.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError), unfused_attention(torch.device("cpu")):
+        assert not torch.backends.mha.get_fastpath_enabled()
+        raise RuntimeError
+    assert torch.backends.mha.get_fastpath_enabled()
 
 
 def test_run_times_its_parts_and_reuses_its_test_pass(tiny_data, tmp_path):

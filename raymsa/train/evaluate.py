@@ -10,6 +10,7 @@ the frames an evaluation feeds the encoders (lengths average half the padded len
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -31,6 +32,24 @@ def noise_scale(train: SplitTensors) -> dict:
     """Per-feature std of the training split: the unit of the noise scenario's levels, so the
     noise a sample gets never depends on the batch it is in."""
     return {m: feature_std(train.feats[m], train.valid[m]) for m in MODALITIES}
+
+
+@contextlib.contextmanager
+def unfused_attention(device: torch.device) -> Iterator[None]:
+    """On the CPU, evaluation without torch's fused inference path of nn.TransformerEncoderLayer:
+    at these shapes its masked softmax costs more than the ordinary path through
+    scaled_dot_product_attention (an eval forward at MOSI shapes, batch 64, 1 thread: late_fusion
+    0.94 -> 0.77 ms per sample, fsrf 1.0 -> 0.8; the same predictions to ~1e-6). Training never takes
+    the fused path, so evaluation now runs the kernels training does. Left on elsewhere (GPU)."""
+    if device.type != "cpu":
+        yield
+        return
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
 
 
 class GridEvaluator:
@@ -64,8 +83,9 @@ class GridEvaluator:
     @torch.inference_mode()
     def predict(self, model: nn.Module, miss: Missingness, batch_size: int, device: torch.device,
                 amp: bool = False) -> np.ndarray:
-        preds = [predict_batch(model, batch, self.scenario.knowledge, amp).cpu()
-                 for batch in self.batches(miss, batch_size, device)]
+        with unfused_attention(device):
+            preds = [predict_batch(model, batch, self.scenario.knowledge, amp).cpu()
+                     for batch in self.batches(miss, batch_size, device)]
         return torch.cat(preds).numpy()
 
     @torch.inference_mode()
@@ -77,21 +97,22 @@ class GridEvaluator:
         model.eval()
         out: dict[str, dict[str, float]] = {}
         try:
-            for key, miss in self.masks.items():
-                parts: dict[str, list[Tensor]] = {}
-                truth, labels = [], []
-                for batch in self.batches(miss, batch_size, device):
-                    d = {k: v for k, v in model.diagnose(batch.model_input(self.scenario.knowledge)).items()
-                         if k != "pred"}
-                    if not d:
-                        return {}  # a model without diagnostics: no pass over the rest of the grid
-                    for k, v in d.items():
-                        parts.setdefault(k, []).append(v.float().cpu())
-                    truth.append(batch.integrity.cpu())  # the measurement may use the truth; the model did not
-                    labels.append(batch.labels.cpu())
-                if parts:
-                    out[key] = summarise_diagnostics({k: torch.cat(v) for k, v in parts.items()}, torch.cat(truth),
-                                                     torch.cat(labels))
+            with unfused_attention(device):
+                for key, miss in self.masks.items():
+                    parts: dict[str, list[Tensor]] = {}
+                    truth, labels = [], []
+                    for batch in self.batches(miss, batch_size, device):
+                        d = {k: v for k, v in model.diagnose(batch.model_input(self.scenario.knowledge)).items()
+                             if k != "pred"}
+                        if not d:
+                            return {}  # a model without diagnostics: no pass over the rest of the grid
+                        for k, v in d.items():
+                            parts.setdefault(k, []).append(v.float().cpu())
+                        truth.append(batch.integrity.cpu())  # the measurement may use the truth; the model did not
+                        labels.append(batch.labels.cpu())
+                    if parts:
+                        out[key] = summarise_diagnostics({k: torch.cat(v) for k, v in parts.items()},
+                                                         torch.cat(truth), torch.cat(labels))
         finally:
             model.train(was_training)
         return out
@@ -123,45 +144,46 @@ class GridEvaluator:
         knowledge = self.scenario.knowledge
         diag_s = 0.0
         try:
-            for start in range(0, n, per):
-                idx = self.order[start:start + per]  # (b,)
-                base = trim_padding(self.tensors.batch(idx))
-                masked = []
-                for k in keys:
-                    batch = apply_missingness(base, self.masks[k], idx)
-                    batch.complete = None  # evaluation never sees the complete input
-                    masked.append(batch)
-                big = cat_batches(masked).to(device, non_blocking=True)  # (levels x b) rows, level-major
-                b = len(idx)
-                d: dict[str, Tensor] = {}
-                pred = None
-                if diagnose:
-                    t0 = time.perf_counter()
-                    d = dict(model.diagnose(big.model_input(knowledge)))
-                    # a model's diagnose may hand back the forward's prediction for the same input
-                    # (fp32; under GPU autocast the prediction comes from the forward, as in predict)
-                    pred = d.pop("pred", None)
-                    if pred is not None and amp and device.type == "cuda":
-                        pred = None
+            with unfused_attention(device):
+                for start in range(0, n, per):
+                    idx = self.order[start:start + per]  # (b,)
+                    base = trim_padding(self.tensors.batch(idx))
+                    masked = []
+                    for k in keys:
+                        batch = apply_missingness(base, self.masks[k], idx)
+                        batch.complete = None  # evaluation never sees the complete input
+                        masked.append(batch)
+                    big = cat_batches(masked).to(device, non_blocking=True)  # (levels x b) rows, level-major
+                    b = len(idx)
+                    d: dict[str, Tensor] = {}
+                    pred = None
+                    if diagnose:
+                        t0 = time.perf_counter()
+                        d = dict(model.diagnose(big.model_input(knowledge)))
+                        # a model's diagnose may hand back the forward's prediction for the same input
+                        # (fp32; under GPU autocast the prediction comes from the forward, as in predict)
+                        pred = d.pop("pred", None)
+                        if pred is not None and amp and device.type == "cuda":
+                            pred = None
+                        if pred is None:
+                            diag_s += time.perf_counter() - t0  # a pass of its own: all of it diagnostics
+                        if not d:
+                            diagnose = False  # a model without diagnostics: {}
+                            parts = {}
                     if pred is None:
-                        diag_s += time.perf_counter() - t0  # a pass of its own: all of it diagnostics
-                    if not d:
-                        diagnose = False  # a model without diagnostics: {}
-                        parts = {}
-                if pred is None:
-                    pred = predict_batch(model, big, knowledge, amp)
-                pred = pred.float().cpu()  # (levels x b,)
-                for j, k in enumerate(keys):
-                    preds[k][idx] = pred[j * b:(j + 1) * b]
-                if d:
-                    t0 = time.perf_counter()
-                    integ = big.integrity.cpu()  # the measurement may use the truth; the model did not
+                        pred = predict_batch(model, big, knowledge, amp)
+                    pred = pred.float().cpu()  # (levels x b,)
                     for j, k in enumerate(keys):
-                        rows = slice(j * b, (j + 1) * b)
-                        for name, v in d.items():
-                            parts[k].setdefault(name, []).append(v[rows].float().cpu())
-                        truth[k].append(integ[rows])
-                    diag_s += time.perf_counter() - t0
+                        preds[k][idx] = pred[j * b:(j + 1) * b]
+                    if d:
+                        t0 = time.perf_counter()
+                        integ = big.integrity.cpu()  # the measurement may use the truth; the model did not
+                        for j, k in enumerate(keys):
+                            rows = slice(j * b, (j + 1) * b)
+                            for name, v in d.items():
+                                parts[k].setdefault(name, []).append(v[rows].float().cpu())
+                            truth[k].append(integ[rows])
+                        diag_s += time.perf_counter() - t0
         finally:
             model.train(was_training)
         diags: dict[str, dict[str, float]] = {}
