@@ -38,7 +38,7 @@ def noise_scale(train: SplitTensors) -> dict:
 def unfused_attention(device: torch.device) -> Iterator[None]:
     """On the CPU, evaluation without torch's fused inference path of nn.TransformerEncoderLayer:
     at these shapes its masked softmax costs more than the ordinary path through
-    scaled_dot_product_attention (an eval forward at MOSI shapes, batch 64, 1 thread: late_fusion
+    scaled_dot_product_attention (an eval forward at MOSI shapes, batch 64, 1 thread, one microbenchmark: late_fusion
     0.94 -> 0.77 ms per sample, fsrf 1.0 -> 0.8; the same predictions to ~1e-6). Training never takes
     the fused path, so evaluation now runs the kernels training does. Left on elsewhere (GPU)."""
     if device.type != "cpu":
