@@ -113,8 +113,9 @@ def window_proj(conv: nn.Conv1d, x: Tensor, pads: tuple[int, int]) -> Tensor:
     """`conv` over time of x (B, T, D) padded left/right by `pads` -> (B, T', d_out). Windows that
     do not overlap (kernel == stride; text's kernel 1 included) are one matmul over the frames
     reshaped to (B, T', kernel * D): the same weights and products as the Conv1d, summed in another
-    order, without mkldnn's convolution and the transposed copy of x (under torch.profiler those were ~18 % of an FSRF
-    training step at MOSI shapes, most of it text's 768-wide kernel-1 conv; benchmarks/bench_step.py)."""
+    order, without mkldnn's convolution and the transposed copy of x (under torch.profiler those were
+    ~18 % of an FSRF training step at MOSI shapes, most of it text's 768-wide kernel-1 conv;
+    benchmarks/bench_step.py measures 0.95 of the step before)."""
     k, s = conv.kernel_size[0], conv.stride[0]
     if k != s or conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
         return conv(F.pad(x.transpose(1, 2), pads)).transpose(1, 2)
