@@ -188,3 +188,66 @@ def test_final_eval_rows_carry_the_arm_and_the_diagnostics(tiny_data, tmp_path):
                 "diag/cosine/consistent/text"} <= got
     # the true erasure at 0 is none: integrity error is the estimator's alone, and finite
     assert diag["value"].notna().all()
+
+
+def _checkpoint(run_dir):
+    return torch.load(Path(run_dir) / "checkpoint" / "state.pt", weights_only=True)
+
+
+def test_weight_average_of_one_step_is_the_raw_run(tiny_data, tmp_path):
+    # a horizon shorter than one step makes the decay 0: the average is the weights themselves, so
+    # every number of the run must be the plain run's (the average draws no random numbers)
+    plain = run(tiny_config(epochs=3), tiny_data, LocalSession(tmp_path / "a", resume=False), verbose=False)
+    same = run(tiny_config(epochs=3, ema_epochs=1e-3), tiny_data, LocalSession(tmp_path / "b", resume=False),
+               verbose=False)
+    assert [h["objective"] for h in same.history] == [h["objective"] for h in plain.history]
+    assert same.test == plain.test
+
+
+def test_weight_average_is_what_validation_selects_and_tests(tiny_data, tmp_path):
+    from raymsa.models import DataSpec, build_model
+    from raymsa.missing import split_seed
+    from raymsa.train.batches import SplitTensors
+    from raymsa.train.evaluate import GridEvaluator, grid_mean
+
+    cfg = tiny_config(epochs=3, ema_epochs=1.0)
+    res = run(cfg, tiny_data, LocalSession(tmp_path, resume=False), verbose=False)
+    st = _checkpoint(tmp_path)
+    averaged = {k[len("module."):]: v for k, v in st["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == st["model"].keys()
+    # the average lags the raw weights: not equal after three epochs of steps
+    assert any(not torch.equal(averaged[k], st["model"][k]) for k in averaged if averaged[k].is_floating_point())
+    # the last epoch's validation objective is that of the averaged weights, not of the raw ones
+    model = build_model("fsrf", cfg.model, spec=DataSpec.from_data(tiny_data, tiny_data.dataset))
+    grid = GridEvaluator(SplitTensors.from_split(tiny_data["valid"]), cfg.scenario, split_seed(cfg.train.seed, "valid"))
+
+    def objective(state):
+        model.load_state_dict(state)
+        return grid_mean(grid.evaluate(model, tiny_data.dataset, 64, torch.device("cpu"), False), "MAE")
+
+    assert objective(averaged) == pytest.approx(res.history[-1]["objective"], abs=1e-6)
+    assert objective(st["model"]) != pytest.approx(res.history[-1]["objective"], abs=1e-6)
+    # and the selected (averaged) weights are what the run tested and kept
+    assert objective(st["best_model"]) == pytest.approx(res.best_objective, abs=1e-6)
+
+
+def test_weight_average_resumes_across_the_stage_boundary(tiny_data, tmp_path):
+    cfg = tiny_config(model="senti_ifusion", epochs=4, ema_epochs=0.5)
+    full = run(cfg, tiny_data, LocalSession(tmp_path / "a", resume=False), verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tiny_data, CrashAfter(tmp_path / "b", 2, resume=False), verbose=False)
+    resumed = run(cfg, tiny_data, LocalSession(tmp_path / "b", resume=True), verbose=False)
+    np.testing.assert_equal([h["objective"] for h in resumed.history], [h["objective"] for h in full.history])
+    assert resumed.test == full.test
+    a, b = _checkpoint(tmp_path / "a")["ema"], _checkpoint(tmp_path / "b")["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the average restarted with the final stage: it holds only that stage's steps
+    stages = [h["stage"] for h in full.history]
+    steps = len(shard_indices(len(tiny_data["train"]), 32, seed=1111, epoch=0, rank=0, world=1))
+    assert int(a["n_averaged"]) == stages.count(stages[-1]) * steps
+    # a checkpoint without an average is refused when the config asks for one, naming the option
+    plain = tiny_config(model="senti_ifusion", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        run(plain, tiny_data, CrashAfter(tmp_path / "c", 1, resume=False), verbose=False)
+    with pytest.raises(RuntimeError, match="ema_epochs"):
+        run(cfg, tiny_data, LocalSession(tmp_path / "c", resume=True), verbose=False)

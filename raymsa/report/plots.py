@@ -132,8 +132,10 @@ def subset_bars(res: StudyResults, cube: Cube, sc: Scenario, path: Path) -> bool
             ax.bar(xs - 0.4 + width * (i + 0.5), mean, width, yerr=std, capsize=2, color=s["color"],
                    alpha=0.85, label=s["label"], error_kw={"lw": 0.8})
         if metric != "MAE":  # accuracies: zoom on the range the bars span
-            lo = np.nanmin([p.get_height() for p in ax.patches] or [0])
-            ax.set_ylim(max(0.0, lo - 10), None)
+            # a bar with no runs behind it is NaN: zoom on the others, or not at all
+            heights = [h for h in (p.get_height() for p in ax.patches) if np.isfinite(h)]
+            if heights:
+                ax.set_ylim(max(0.0, min(heights) - 10), None)
         ax.axvline(len(inc) - 0.5, color="#999", lw=0.8, ls=":")
         ax.axvline(len(inc) + 0.5, color="#999", lw=0.8, ls=":")
         better = "lower is better" if metric == "MAE" else "higher is better"

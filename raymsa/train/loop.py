@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from raymsa.data import MMSAData
 from raymsa.metrics import METRIC_DIRECTION, mmsa_metrics
@@ -208,6 +209,9 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                                         rank=session.rank, world=session.world_size))
     scheduler = Schedule(optimizer, tc, steps_per_epoch, maximize=METRIC_DIRECTION[tc.select_metric])
     stages = core.stages()
+    ema = make_ema(core, tc.ema_epochs, steps_per_epoch)
+    # what validation, selection and the final evaluation see: the averaged weights when averaging
+    judged_model: MSAModel = ema.module if ema is not None else core
 
     # ---- resume -------------------------------------------------------------------------
     # best_obj: the selected checkpoint's objective; patience_ref: the last objective that beat the
@@ -223,6 +227,11 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             core.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
             scheduler.load_state_dict(st["scheduler"])
+            if ema is not None:
+                if st.get("ema") is None:
+                    raise RuntimeError(f"{ckpt_dir}: checkpoint has no averaged weights but train.ema_epochs "
+                                       f"is {tc.ema_epochs}; resume with the config it was trained with")
+                ema.load_state_dict(st["ema"])
             torch.set_rng_state(st["torch_rng"])
             start_epoch, best_epoch, bad_epochs = st["epoch"], st["best_epoch"], st["bad_epochs"]
             best_obj, best_stage = st["best_objective"], st["best_stage"]
@@ -247,6 +256,11 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         t0 = time.perf_counter()
         stage = stage_for_epoch(stages, epoch, tc.epochs)
         core.set_stage(stage)
+        if ema is not None:
+            if epoch > 0 and stage != stage_for_epoch(stages, epoch - 1, tc.epochs):
+                # a new stage trains another forward path: its average starts from its first step
+                ema.n_averaged.zero_()
+            ema.module.set_stage(stage)
         weights = core.loss_weights()
         model.train()
         # masks for the whole split, redrawn each epoch from (seed, epoch): every rank draws the
@@ -283,6 +297,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 torch.nn.utils.clip_grad_norm_(core.parameters(), tc.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                update_ema(ema, core)
             b = inputs.size
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + total.item() * b
@@ -299,7 +315,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         valid: dict[str, dict[str, float]] = {}
         if main:
             t_valid = time.perf_counter()
-            valid = validator.evaluate(core, ds_name, tc.eval_batch_size, device, amp)
+            valid = validator.evaluate(judged_model, ds_name, tc.eval_batch_size, device, amp)
             timing["valid"] += time.perf_counter() - t_valid
             if judged:
                 obj = grid_mean(valid, select)
@@ -312,7 +328,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             best_obj, best_epoch = obj, epoch
             best_valid, best_stage = valid, stage
             if main:
-                best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in judged_model.state_dict().items()}
         if judged:
             bound = None if patience_ref is None else (
                 patience_ref + tc.min_delta if METRIC_DIRECTION[select] else patience_ref - tc.min_delta)
@@ -358,6 +374,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                 torch.save({
                     "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch + 1, "best_epoch": best_epoch, "best_objective": best_obj,
                     "bad_epochs": bad_epochs, "patience_ref": patience_ref,
                     "best_model": best_state, "best_stage": best_stage,
@@ -418,6 +435,23 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
                      valid=best_valid, test=test, history=history, epochs_run=len(history),
                      diagnostics=diagnostics if test is not None else None, stop_reason=stop_reason,
                      timing=dict(timing))
+
+
+def make_ema(core: nn.Module, ema_epochs: float | None, steps_per_epoch: int) -> AveragedModel | None:
+    """The exponential moving average of core's parameters (train.ema_epochs), or None."""
+    if ema_epochs is None:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)
+    # buffers are not averaged: they are constants, masks or the training-only running moments of a
+    # loss (losses.LabelReadout), which update_ema copies so the averaged model's diagnostics see them
+    return AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+@torch.no_grad()
+def update_ema(ema: AveragedModel, core: nn.Module) -> None:
+    ema.update_parameters(core)
+    for averaged, current in zip(ema.module.buffers(), core.buffers(), strict=True):
+        averaged.copy_(current)
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
