@@ -80,7 +80,7 @@ class LoopConfig(StrictModel):
     min_lr_fraction: float = Field(0.01, ge=0, le=1, description="plateau: the LR never falls below lr x this")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null = off")
     ema_epochs: float | None = Field(None, gt=0, description=(
-        "weight averaging: validation, selection, checkpoint selection and test see an exponential moving "
+        "weight averaging: validation, model selection (the selected checkpoint) and test see an exponential moving "
         "average of the weights (torch.optim.swa_utils.AveragedModel) whose horizon is this many epochs "
         "(decay 1 - 1 / (ema_epochs x steps per epoch)), restarted at each stage; null = the raw weights"))
     task_loss: Literal["l1", "mse"] = Field("l1", description="regression loss on the incomplete view")

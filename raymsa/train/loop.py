@@ -298,7 +298,7 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
             optimizer.step()
             scheduler.step()
             if ema is not None:
-                update_ema(ema, core)
+                ema.update_parameters(core)
             b = inputs.size
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + total.item() * b
@@ -313,6 +313,8 @@ def run(cfg: TrainConfig, data: MMSAData, session: Session | None = None, *,
         obj = math.nan
         judged = stage == stages[-1].name  # an earlier stage is never selected nor pruned on
         valid: dict[str, dict[str, float]] = {}
+        if ema is not None:
+            copy_buffers(ema.module, core)  # once per epoch: only validation and checkpoints read them
         if main:
             t_valid = time.perf_counter()
             valid = validator.evaluate(judged_model, ds_name, tc.eval_batch_size, device, amp)
@@ -443,15 +445,14 @@ def make_ema(core: nn.Module, ema_epochs: float | None, steps_per_epoch: int) ->
         return None
     decay = 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)
     # buffers are not averaged: they are constants, masks or the training-only running moments of a
-    # loss (losses.LabelReadout), which update_ema copies so the averaged model's diagnostics see them
+    # loss (losses.LabelReadout), which copy_buffers brings over so the averaged model's diagnostics see them
     return AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
 
 
 @torch.no_grad()
-def update_ema(ema: AveragedModel, core: nn.Module) -> None:
-    ema.update_parameters(core)
-    for averaged, current in zip(ema.module.buffers(), core.buffers(), strict=True):
-        averaged.copy_(current)
+def copy_buffers(dst: nn.Module, src: nn.Module) -> None:
+    for a, b in zip(dst.buffers(), src.buffers(), strict=True):
+        a.copy_(b)
 
 
 def write_final_eval(model: MSAModel, data: MMSAData, cfg: TrainConfig, fe: FinalEval, device: torch.device,
